@@ -1,0 +1,10 @@
+//! The engineer's side of Kensa as a library; `main.rs` only parses and dispatches.
+//!
+//! Modules are named after the pipeline: [`dataset`] → [`backbone`] (features) → models →
+//! metrics and reports; [`onnx`] writes graphs; [`synth`] writes generated datasets.
+
+pub mod backbone;
+pub mod cli;
+pub mod dataset;
+pub mod onnx;
+pub mod synth;

@@ -1,0 +1,24 @@
+//! `kensa`: the engineer's command line. `main` parses, runs, and owns the exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kensa::cli;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level())),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! A small builder for ONNX graphs, over the protobuf types tract exposes.
+//!
+//! Used to write the backbone at import and, later, the complete scoring graph at export.
+//! Only standard ONNX operators (default domain, opset 17) are emitted so the files load
+//! in tract, onnxruntime and the ONNX checker alike.
+
+use prost::Message;
+use tract_onnx::pb::{
+    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::Dimension,
+    tensor_shape_proto::dimension::Value as DimValue, type_proto,
+};
+
+/// Opset every graph is written against.
+pub const OPSET: i64 = 17;
+
+/// One dimension of a graph input or output.
+#[derive(Debug, Clone)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(i64),
+    /// A symbolic size, e.g. the batch.
+    Named(&'static str),
+}
+
+/// An attribute value for [`GraphBuilder::node`].
+#[derive(Debug, Clone)]
+pub enum Attr {
+    /// Integer.
+    Int(i64),
+    /// Integer list.
+    Ints(Vec<i64>),
+    /// Float.
+    Float(f32),
+}
+
+/// Accumulates nodes and initialisers; [`GraphBuilder::finish`] yields the model bytes.
+#[derive(Debug, Default)]
+pub struct GraphBuilder {
+    graph: GraphProto,
+    counter: usize,
+}
+
+impl GraphBuilder {
+    /// An empty graph with `name`.
+    pub fn new(name: &str) -> Self {
+        Self { graph: GraphProto { name: name.into(), ..Default::default() }, counter: 0 }
+    }
+
+    /// A name not used before, built from `prefix`.
+    pub fn fresh(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}_{}", self.counter)
+    }
+
+    /// Declare a graph input.
+    pub fn input(&mut self, name: &str, elem: DataType, dims: &[Dim]) {
+        self.graph.input.push(value_info(name, elem, dims));
+    }
+
+    /// Declare a graph output (`dims` may be empty to leave the shape to inference).
+    pub fn output(&mut self, name: &str, elem: DataType, dims: &[Dim]) {
+        self.graph.output.push(value_info(name, elem, dims));
+    }
+
+    /// Add an f32 constant; returns its name.
+    pub fn constant_f32(&mut self, name: &str, dims: &[i64], data: &[f32]) -> String {
+        assert_eq!(
+            dims.iter().product::<i64>() as usize,
+            data.len(),
+            "initialiser {name}: shape/data mismatch"
+        );
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_initializer(name, dims, DataType::Float, raw)
+    }
+
+    /// Add an i64 constant (shapes, axes); returns its name.
+    pub fn constant_i64(&mut self, name: &str, dims: &[i64], data: &[i64]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_initializer(name, dims, DataType::Int64, raw)
+    }
+
+    fn push_initializer(&mut self, name: &str, dims: &[i64], ty: DataType, raw_data: Vec<u8>) -> String {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: ty as i32,
+            raw_data,
+            ..Default::default()
+        });
+        name.to_string()
+    }
+
+    /// Add a node computing `outputs` from `inputs`.
+    pub fn node(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr)]) {
+        let name = self.fresh(op);
+        self.graph.node.push(NodeProto {
+            name,
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: attrs.iter().map(|(n, a)| attribute(n, a)).collect(),
+            ..Default::default()
+        });
+    }
+
+    /// Add a single-output node with a fresh output name; returns that name.
+    pub fn op(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.node(op, inputs, &[&out], attrs);
+        out
+    }
+
+    /// Serialise to ONNX bytes, recording `doc` and key/value metadata.
+    pub fn finish(self, doc: &str, metadata: &[(&str, String)]) -> Vec<u8> {
+        let model = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            producer_name: "kensa".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: doc.into(),
+            graph: Some(self.graph),
+            metadata_props: metadata
+                .iter()
+                .map(|(k, v)| pb::StringStringEntryProto { key: k.to_string(), value: v.clone() })
+                .collect(),
+            ..Default::default()
+        };
+        model.encode_to_vec()
+    }
+}
+
+fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
+    let shape = (!dims.is_empty()).then(|| pb::TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|d| Dimension {
+                denotation: String::new(),
+                value: Some(match d {
+                    Dim::Fixed(n) => DimValue::DimValue(*n),
+                    Dim::Named(s) => DimValue::DimParam(s.to_string()),
+                }),
+            })
+            .collect(),
+    });
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            denotation: String::new(),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: elem as i32, shape })),
+        }),
+        ..Default::default()
+    }
+}
+
+fn attribute(name: &str, a: &Attr) -> AttributeProto {
+    let mut p = AttributeProto { name: name.into(), ..Default::default() };
+    match a {
+        Attr::Int(i) => {
+            p.r#type = AttributeType::Int as i32;
+            p.i = *i;
+        }
+        Attr::Ints(v) => {
+            p.r#type = AttributeType::Ints as i32;
+            p.ints = v.clone();
+        }
+        Attr::Float(f) => {
+            p.r#type = AttributeType::Float as i32;
+            p.f = *f;
+        }
+    }
+    p
+}

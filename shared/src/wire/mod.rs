@@ -1,0 +1,213 @@
+//! The serial protocol between `kensa` (host) and `kensa-fw` (box).
+//!
+//! Every message both sides exchange is declared here once; a new message is one edit and
+//! a side that lags behind fails to compile. [`frame`] turns messages into bytes.
+//!
+//! Conversation: the host opens with [`RequestBody::Hello`]; the box answers with its own
+//! [`PROTOCOL_VERSION`] and refuses (with [`DeviceError::ProtocolMismatch`]) anything else
+//! until versions agree. Each request carries an `id` the reply echoes, so a reply that
+//! arrives after a retry is matched to the right request. The box may also send
+//! [`BoxMessage::Event`]s at any time (results stream).
+
+pub mod frame;
+
+use serde::{Deserialize, Serialize};
+
+use crate::verdict::Verdict;
+
+/// Version of the message layout in this module. Bump on any change to a serialised type.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A message from the host to the box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the host, echoed in the reply.
+    pub id: u32,
+    /// What is asked.
+    pub body: RequestBody,
+}
+
+/// What the host can ask of a box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Open a session; `protocol` is the host's [`PROTOCOL_VERSION`].
+    Hello {
+        /// The host's protocol version.
+        protocol: u16,
+    },
+    /// Versions, model, uptime, configuration summary.
+    Info,
+    /// Live counters.
+    Status,
+    /// Fire the reject output once, for wiring checks.
+    TestReject,
+}
+
+/// A message from the box to the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BoxMessage {
+    /// Answer to the request with the same `id`.
+    Reply {
+        /// The request's id.
+        id: u32,
+        /// The answer, or why the box refused.
+        body: Result<Reply, DeviceError>,
+    },
+    /// Unsolicited news from the line.
+    Event(Event),
+}
+
+/// Successful answers, one per request kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Answer to [`RequestBody::Hello`].
+    Hello {
+        /// The box's protocol version.
+        protocol: u16,
+    },
+    /// Answer to [`RequestBody::Info`].
+    Info(BoxInfo),
+    /// Answer to [`RequestBody::Status`].
+    Status(Counters),
+    /// The request was carried out and has nothing to report.
+    Done,
+}
+
+/// Refusals a box can give; a broken link is a different error, on the host side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DeviceError {
+    /// The peers speak different protocol versions.
+    #[error("protocol mismatch: box speaks {box_version}, host {host_version}")]
+    ProtocolMismatch {
+        /// Version the box speaks.
+        box_version: u16,
+        /// Version the host announced.
+        host_version: u16,
+    },
+    /// The request needs a [`RequestBody::Hello`] first.
+    #[error("no session: send Hello first")]
+    NoSession,
+    /// The box understood the request but could not carry it out.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Identity of a box and what it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoxInfo {
+    /// `kensa-fw` version string.
+    pub firmware_version: String,
+    /// Protocol version.
+    pub protocol: u16,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// Name of the active model, if one is loaded.
+    pub model: Option<String>,
+    /// Current decision threshold.
+    pub threshold: f32,
+}
+
+/// Running totals since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Parts seen (one per inspected frame or trigger).
+    pub parts: u64,
+    /// Parts that passed.
+    pub ok: u64,
+    /// Parts judged defective.
+    pub ng: u64,
+    /// Parts that could not be inspected.
+    pub uninspected: u64,
+    /// Reject pulses actually fired.
+    pub rejects_fired: u64,
+    /// Decisions that came too late for their part's reject slot.
+    pub late: u64,
+    /// Frames dropped because inference could not keep up.
+    pub overruns: u64,
+    /// Camera errors (timeouts, unplugs, corrupt frames).
+    pub camera_errors: u64,
+    /// Model errors.
+    pub model_errors: u64,
+}
+
+/// Unsolicited messages from the box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// One part was inspected.
+    Inspection(Inspection),
+}
+
+/// The record of one part's inspection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inspection {
+    /// Sequence number since start.
+    pub part: u64,
+    /// Capture time, µs since the daemon started.
+    pub captured_us: u64,
+    /// Anomaly score (NaN when uninspected).
+    pub score: f32,
+    /// Decision.
+    pub verdict: Verdict,
+    /// Capture-to-decision latency, µs.
+    pub latency_us: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<BoxMessage> {
+        vec![
+            BoxMessage::Reply { id: 1, body: Ok(Reply::Hello { protocol: PROTOCOL_VERSION }) },
+            BoxMessage::Reply {
+                id: u32::MAX,
+                body: Ok(Reply::Info(BoxInfo {
+                    firmware_version: "0.1.0".into(),
+                    protocol: PROTOCOL_VERSION,
+                    uptime_s: 86_400 * 365,
+                    model: Some("weld-v3".into()),
+                    threshold: 0.731,
+                })),
+            },
+            BoxMessage::Reply {
+                id: 3,
+                body: Ok(Reply::Status(Counters { parts: u64::MAX, ng: 12, ..Counters::default() })),
+            },
+            BoxMessage::Reply {
+                id: 4,
+                body: Err(DeviceError::ProtocolMismatch { box_version: 1, host_version: 9 }),
+            },
+            BoxMessage::Event(Event::Inspection(Inspection {
+                part: 1 << 40,
+                captured_us: 123_456_789_012,
+                score: f32::NAN,
+                verdict: Verdict::Uninspected,
+                latency_us: 42_000,
+            })),
+        ]
+    }
+
+    #[test]
+    fn every_box_message_round_trips_through_a_frame() {
+        for msg in samples() {
+            let bytes = frame::encode(&msg).unwrap();
+            let back: BoxMessage = frame::decode(&bytes[..bytes.len() - 1]).unwrap();
+            // NaN != NaN, so compare the re-encoded bytes.
+            assert_eq!(frame::encode(&back).unwrap(), bytes, "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for body in [
+            RequestBody::Hello { protocol: PROTOCOL_VERSION },
+            RequestBody::Info,
+            RequestBody::Status,
+            RequestBody::TestReject,
+        ] {
+            let req = Request { id: 77, body };
+            let bytes = frame::encode(&req).unwrap();
+            assert_eq!(frame::decode::<Request>(&bytes[..bytes.len() - 1]).unwrap(), req);
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Helpers for the end-to-end tests: locate (building if needed) the real `kensa` and
+//! `kensa-fw` executables, and give each test a fresh temporary folder.
+//!
+//! A test crate gets no `CARGO_BIN_EXE_*` for other packages' binaries, so the binaries
+//! are built once per test run with the same cargo and profile that built the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The folder holding the binaries of the profile the tests were built with.
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // .../target/<triple?>/<profile>/deps/e2e-<hash>
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        // Same target selection as `cargo test --workspace`, so features unify identically and
+        // this is a no-op after the outer build rather than a second build of every dependency.
+        cmd.args(["build", "--quiet", "--workspace", "--tests", "--bins", "--profile"]);
+        cmd.arg(if profile == "debug" { "dev" } else { profile.as_str() });
+        if let Some(triple) = dir.parent().and_then(Path::file_name).and_then(|n| n.to_str())
+            && triple.contains('-')
+        {
+            cmd.args(["--target", triple]);
+        }
+        let status = cmd.status().expect("running cargo build for the binaries");
+        assert!(status.success(), "building kensa and kensa-fw failed");
+        dir
+    })
+}
+
+/// A command for the `kensa` host CLI.
+pub fn kensa() -> Command {
+    Command::new(bin_dir().join("kensa"))
+}
+
+/// A command for the `kensa-fw` daemon.
+pub fn kensa_fw() -> Command {
+    Command::new(bin_dir().join("kensa-fw"))
+}
+
+/// Run `cmd`, panicking with its output if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run `cmd` expecting failure; returns its stderr.
+pub fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(!out.status.success(), "{cmd:?} unexpectedly succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A fresh temporary folder, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("kensa-e2e-").tempdir().expect("temp dir")
+}

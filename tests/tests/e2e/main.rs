@@ -1,0 +1,3 @@
+//! End-to-end tests: one binary, one module per area, each running the real executables.
+
+mod synth;
