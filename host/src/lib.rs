@@ -3,8 +3,10 @@
 //! Modules are named after the pipeline: [`dataset`] → [`backbone`] (features) → models →
 //! metrics and reports; [`onnx`] writes graphs; [`synth`] writes generated datasets.
 
+pub mod anomaly;
 pub mod backbone;
 pub mod cli;
 pub mod dataset;
+pub mod metrics;
 pub mod onnx;
 pub mod synth;

@@ -1,0 +1,91 @@
+//! Patch scores → anomaly map at input resolution: bilinear upsampling then a Gaussian
+//! blur with reflected borders (σ = 4 px as in PatchCore), image score = map maximum.
+
+use super::embed::resize_plane;
+
+/// Blur σ in input pixels.
+pub const SIGMA: f32 = 4.0;
+
+/// Normalised 1-D Gaussian taps, radius `⌊4σ + 0.5⌋`.
+pub fn gaussian_taps(sigma: f32) -> Vec<f32> {
+    let r = (4.0 * sigma + 0.5) as i32;
+    let k: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let s: f32 = k.iter().sum();
+    k.into_iter().map(|v| v / s).collect()
+}
+
+/// Reflect index `i` into `0..n` (edge pixel not repeated: …2 1 | 0 1 2…).
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let mut i = i;
+    while i < 0 || i >= n {
+        i = if i < 0 { -i } else { 2 * (n - 1) - i };
+    }
+    i as usize
+}
+
+/// Separable Gaussian blur of a row-major `h`×`w` plane with reflected borders.
+pub fn blur(src: &[f32], h: usize, w: usize, taps: &[f32]) -> Vec<f32> {
+    let r = (taps.len() / 2) as isize;
+    let mut tmp = vec![0.0f32; h * w];
+    for y in 0..h {
+        let row = &src[y * w..(y + 1) * w];
+        for x in 0..w {
+            tmp[y * w + x] =
+                taps.iter().enumerate().map(|(k, t)| t * row[reflect(x as isize + k as isize - r, w)]).sum();
+        }
+    }
+    let mut out = vec![0.0f32; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            out[y * w + x] = taps
+                .iter()
+                .enumerate()
+                .map(|(k, t)| t * tmp[reflect(y as isize + k as isize - r, h) * w + x])
+                .sum();
+        }
+    }
+    out
+}
+
+/// Full-resolution anomaly map from a patch-score grid.
+pub fn anomaly_map(grid: &[f32], gh: usize, gw: usize, h: usize, w: usize) -> Vec<f32> {
+    blur(&resize_plane(grid, gh, gw, h, w), h, w, &gaussian_taps(SIGMA))
+}
+
+/// Image score: the map's maximum.
+pub fn image_score(map: &[f32]) -> f32 {
+    map.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_are_normalised_and_sized_like_patchcore() {
+        let t = gaussian_taps(4.0);
+        assert_eq!(t.len(), 33);
+        assert!((t.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(t[16] > t[15] && t[15] == t[17]);
+    }
+
+    #[test]
+    fn blur_keeps_constants_and_spreads_peaks() {
+        let c = blur(&[3.0; 64], 8, 8, &gaussian_taps(1.0));
+        assert!(c.iter().all(|v| (v - 3.0).abs() < 1e-5));
+        // A peak far enough from the borders that no reflected tap reaches it keeps its mass.
+        let mut p = vec![0.0; 21 * 21];
+        p[10 * 21 + 10] = 1.0;
+        let b = blur(&p, 21, 21, &gaussian_taps(1.0));
+        assert!(b[220] < 1.0 && b[221] > 0.0 && b[221] == b[219]);
+        assert!((b.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{}", b.iter().sum::<f32>());
+    }
+
+    #[test]
+    fn reflect_does_not_repeat_the_edge() {
+        assert_eq!(reflect(-1, 5), 1);
+        assert_eq!(reflect(5, 5), 3);
+        assert_eq!(reflect(2, 5), 2);
+    }
+}

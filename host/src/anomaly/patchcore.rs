@@ -1,0 +1,200 @@
+//! PatchCore: a memory bank of good patch embeddings, thinned by a greedy k-centre
+//! coreset, scored by the distance of each test patch to its nearest neighbour.
+
+use faer::{Accum, Mat, MatRef, Par, linalg::matmul::matmul};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::embed::Patches;
+
+/// Dimensions of the random projection the coreset search runs in.
+pub const PROJECTION_DIM: usize = 128;
+
+/// Bank rows compared per GEMM block when searching (bounds scratch memory).
+const SEARCH_BLOCK: usize = 4096;
+
+/// A fitted PatchCore model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatchCore {
+    /// Values per patch.
+    pub dim: usize,
+    /// Memory bank `[rows, dim]`, row-major.
+    pub bank: Vec<f32>,
+}
+
+/// Sparse random projection `[dim, out]` (Achlioptas): entries ±√(3/out) with
+/// probability 1/6 each, else 0. Preserves distances well enough to pick coreset centres.
+fn projection(dim: usize, out: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v = (3.0 / out as f32).sqrt();
+    (0..dim * out)
+        .map(|_| match rng.random_range(0..6u8) {
+            0 => v,
+            1 => -v,
+            _ => 0.0,
+        })
+        .collect()
+}
+
+/// Row-major `a [n, k] × b [k, m]`, using both cores.
+fn gemm(a: &[f32], n: usize, k: usize, b: &[f32], m: usize, par: Par) -> Vec<f32> {
+    let mut out = Mat::<f32>::zeros(n, m);
+    matmul(
+        out.as_mut(),
+        Accum::Replace,
+        MatRef::from_row_major_slice(a, n, k),
+        MatRef::from_row_major_slice(b, k, m),
+        1.0,
+        par,
+    );
+    let mut flat = Vec::with_capacity(n * m);
+    for i in 0..n {
+        flat.extend((0..m).map(|j| out[(i, j)]));
+    }
+    flat
+}
+
+/// Greedy k-centre coreset: indices of `k` rows of `x` (`[n, dim]`) such that every row
+/// is close to one of them. Runs in a random projection to `PROJECTION_DIM` dimensions.
+pub fn coreset(x: &[f32], dim: usize, k: usize, seed: u64, mut progress: impl FnMut(usize)) -> Vec<usize> {
+    let n = x.len() / dim;
+    if k >= n {
+        return (0..n).collect();
+    }
+    let (y, d) = if dim > PROJECTION_DIM {
+        (
+            gemm(x, n, dim, &projection(dim, PROJECTION_DIM, seed), PROJECTION_DIM, Par::rayon(0)),
+            PROJECTION_DIM,
+        )
+    } else {
+        (x.to_vec(), dim)
+    };
+    let mut min_d2 = vec![f32::INFINITY; n];
+    let mut chosen = Vec::with_capacity(k);
+    let mut next = ChaCha8Rng::seed_from_u64(seed ^ 0xC0DE).random_range(0..n);
+    const CHUNK: usize = 8192;
+    for step in 0..k {
+        chosen.push(next);
+        let c = y[next * d..(next + 1) * d].to_vec();
+        let (far, _) = min_d2
+            .par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK * d))
+            .enumerate()
+            .map(|(ci, (md, rows))| {
+                let mut best = (0usize, f32::NEG_INFINITY);
+                for (i, (m, row)) in md.iter_mut().zip(rows.chunks_exact(d)).enumerate() {
+                    let d2: f32 = row.iter().zip(&c).map(|(a, b)| (a - b) * (a - b)).sum();
+                    if d2 < *m {
+                        *m = d2;
+                    }
+                    if *m > best.1 {
+                        best = (ci * CHUNK + i, *m);
+                    }
+                }
+                best
+            })
+            .reduce(|| (0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+        next = far;
+        progress(step + 1);
+    }
+    chosen
+}
+
+impl PatchCore {
+    /// Build the bank from the training patches, keeping `ratio` of them (0 < ratio ≤ 1).
+    pub fn fit(train: &[Patches], ratio: f64, seed: u64, progress: impl FnMut(usize)) -> Self {
+        let dim = train[0].dim;
+        let all: Vec<f32> = train.iter().flat_map(|p| p.data.iter().copied()).collect();
+        let n = all.len() / dim;
+        let k = ((n as f64 * ratio).ceil() as usize).clamp(1, n);
+        let idx = coreset(&all, dim, k, seed, progress);
+        let bank = idx.iter().flat_map(|&i| all[i * dim..(i + 1) * dim].iter().copied()).collect();
+        Self { dim, bank }
+    }
+
+    /// Rows in the bank.
+    pub fn rows(&self) -> usize {
+        self.bank.len() / self.dim
+    }
+
+    /// Distance from each patch to its nearest bank row (the patch-score grid).
+    pub fn score(&self, p: &Patches, par: Par) -> Vec<f32> {
+        assert_eq!(p.dim, self.dim, "patch dimension differs from the bank's");
+        let q = p.rows();
+        let qn: Vec<f32> = p.data.chunks_exact(self.dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
+        let mut best = vec![f32::INFINITY; q];
+        for block in self.bank.chunks(SEARCH_BLOCK * self.dim) {
+            let m = block.len() / self.dim;
+            let bn: Vec<f32> = block.chunks_exact(self.dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
+            let mut dots = Mat::<f32>::zeros(q, m);
+            matmul(
+                dots.as_mut(),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&p.data, q, self.dim),
+                MatRef::from_row_major_slice(block, m, self.dim).transpose(),
+                1.0,
+                par,
+            );
+            for (i, b) in best.iter_mut().enumerate() {
+                for (j, n) in bn.iter().enumerate() {
+                    let d2 = qn[i] + n - 2.0 * dots[(i, j)];
+                    if d2 < *b {
+                        *b = d2;
+                    }
+                }
+            }
+        }
+        best.into_iter().map(|d2| d2.max(0.0).sqrt()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patches(rows: Vec<Vec<f32>>) -> Patches {
+        let dim = rows[0].len();
+        Patches { h: 1, w: rows.len(), dim, data: rows.concat() }
+    }
+
+    #[test]
+    fn coreset_covers_every_cluster() {
+        // Four tight clusters of 50 points; 4 centres must land one per cluster.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let centres = [[0.0f32, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]];
+        let mut x = Vec::new();
+        for c in centres {
+            for _ in 0..50 {
+                x.extend([c[0] + rng.random_range(-0.1..0.1), c[1] + rng.random_range(-0.1..0.1)]);
+            }
+        }
+        let idx = coreset(&x, 2, 4, 7, |_| ());
+        let mut clusters: Vec<usize> = idx.iter().map(|i| i / 50).collect();
+        clusters.sort();
+        assert_eq!(clusters, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn score_is_exact_nearest_neighbour_distance() {
+        let bank = PatchCore { dim: 3, bank: vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 5.0, 0.0, 0.0] };
+        let q = patches(vec![vec![0.0, 0.0, 0.0], vec![4.0, 0.0, 0.0], vec![1.0, 1.0, 2.0]]);
+        let s = bank.score(&q, Par::Seq);
+        let expected = [0.0, 1.0, 1.0];
+        for (a, b) in s.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-3, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn score_handles_banks_larger_than_one_block() {
+        let n = SEARCH_BLOCK + 10;
+        let bank: Vec<f32> = (0..n).flat_map(|i| [i as f32 * 1e-3, 0.0]).collect();
+        let pc = PatchCore { dim: 2, bank };
+        // The nearest row of the first query lives in the second block.
+        let q = patches(vec![vec![(n - 1) as f32 * 1e-3 + 0.3, 0.4], vec![-3.0, 0.0]]);
+        let s = pc.score(&q, Par::Seq);
+        assert!((s[0] - 0.5).abs() < 1e-3 && (s[1] - 3.0).abs() < 1e-3, "{s:?}");
+    }
+}
