@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use kensa_shared::preprocess::Colour;
 use kensa_shared::synth::{Surface, SynthSpec};
 
-use crate::{backbone, synth};
+use crate::{backbone, dataset, eval, model, report, synth, train};
 
 /// Kensa: visual inspection for production lines.
 #[derive(Debug, Parser)]
@@ -24,6 +25,10 @@ enum Command {
     /// Import or check the pretrained CNN backbone.
     #[command(subcommand)]
     Backbone(BackboneCmd),
+    /// Learn a model of good parts from a dataset.
+    Train(TrainArgs),
+    /// Measure a model against a labelled test set and write a report.
+    Eval(EvalArgs),
     /// Generate a dataset of textured parts with rectangular debris (MVTec layout).
     Synth(SynthArgs),
     /// Print the wire-protocol version this build speaks.
@@ -60,6 +65,103 @@ enum BackboneCmd {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+}
+
+/// Where the images are.
+#[derive(Debug, clap::Args)]
+struct DataArgs {
+    /// An MVTec-layout folder (train/good, test/<type>, ground_truth/<type>).
+    #[arg(long, conflicts_with = "good")]
+    data: Option<PathBuf>,
+    /// Plain layout: folder of good images (a share is held out for testing).
+    #[arg(long)]
+    good: Option<PathBuf>,
+    /// Plain layout: folders of defective images, one per defect type.
+    #[arg(long, requires = "good")]
+    defect: Vec<PathBuf>,
+    /// Plain layout: folder of masks named after the defect images.
+    #[arg(long, requires = "good")]
+    masks: Option<PathBuf>,
+    /// Skip unreadable images with a warning instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<(dataset::Dataset, String)> {
+        match (&self.data, &self.good) {
+            (Some(root), _) => Ok((dataset::Dataset::mvtec(root)?, root.display().to_string())),
+            (None, Some(good)) => Ok((
+                dataset::Dataset::folders(good, &self.defect, self.masks.as_deref(), 0.2)?,
+                good.display().to_string(),
+            )),
+            (None, None) => bail!("say where the images are: --data <mvtec folder> or --good <folder>"),
+        }
+    }
+
+    fn on_error(&self) -> dataset::OnError {
+        if self.skip_bad { dataset::OnError::Skip } else { dataset::OnError::Fail }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Patchcore,
+    Padim,
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Where to write the model.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Anomaly model.
+    #[arg(long, value_enum, default_value = "patchcore")]
+    method: MethodArg,
+    /// PatchCore: share of training patches kept in the memory bank.
+    #[arg(long, default_value_t = 0.01)]
+    coreset: f64,
+    /// PaDiM: random channels per Gaussian.
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Model input side (px).
+    #[arg(long, default_value_t = 256)]
+    size: u32,
+    /// Keep colour (default: convert to grey, robust to colour casts).
+    #[arg(long)]
+    rgb: bool,
+    /// Backbone ONNX (default: the shipped EfficientNet-Lite0).
+    #[arg(long)]
+    backbone: Option<PathBuf>,
+    /// Feature outputs of the backbone, finest first.
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// Share of good training images held out to set the threshold.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
+    /// Target false-reject rate when the threshold comes from good images only.
+    #[arg(long, default_value_t = 0.01)]
+    frr: f64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folders of defective validation images: with them the threshold is F1-optimal.
+    #[arg(long)]
+    val_defect: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The trained model.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Report folder (metrics.json, scores.csv, plots, overlays, index.html).
+    #[arg(short, long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +207,78 @@ impl Cli {
             }
             Command::Backbone(BackboneCmd::Classify { model, images }) => {
                 backbone::cmd_classify(&model, &images)
+            }
+            Command::Train(a) => {
+                let (ds, name) = a.data.load()?;
+                let mut opts = train::TrainOptions {
+                    method: match a.method {
+                        MethodArg::Patchcore => train::Method::PatchCore { coreset: a.coreset },
+                        MethodArg::Padim => train::Method::Padim { channels: a.channels },
+                    },
+                    size: a.size,
+                    colour: if a.rgb { Colour::Rgb } else { Colour::Gray },
+                    holdout: a.holdout,
+                    frr: a.frr,
+                    seed: a.seed,
+                    on_error: a.data.on_error(),
+                    ..Default::default()
+                };
+                if let Some(b) = &a.backbone {
+                    opts.backbone =
+                        std::fs::read(b).with_context(|| format!("reading backbone {}", b.display()))?;
+                }
+                if !a.features.is_empty() {
+                    opts.features = a.features.clone();
+                }
+                let mut val = Vec::new();
+                for dir in &a.val_defect {
+                    let kind = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    for path in dataset::list_images(dir)? {
+                        val.push(dataset::Item {
+                            path,
+                            label: dataset::Label::Defect(kind.clone()),
+                            mask: None,
+                        });
+                    }
+                }
+                let m = train::train(&ds, &val, &name, &opts)?;
+                m.save(&a.out)?;
+                println!(
+                    "trained {} on {} images in {:.1} s; threshold {:.4} ({}); wrote {}",
+                    m.head.name(),
+                    m.training.images,
+                    m.training.seconds,
+                    m.threshold.value,
+                    m.threshold.rule,
+                    a.out.display()
+                );
+                Ok(())
+            }
+            Command::Eval(a) => {
+                let (ds, _) = a.data.load()?;
+                let scorer = model::Scorer::new(model::TrainedModel::load(&a.model)?)?;
+                let started = std::time::Instant::now();
+                let (m, cases) = eval::evaluate(&scorer, &ds, a.data.on_error())?;
+                let fmt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
+                println!(
+                    "image AUROC {}  pixel AUROC {}  AUPRO@0.3 {}  F1-max {}  ({} images, {:.1} s)",
+                    fmt(m.image_auroc),
+                    fmt(m.pixel_auroc),
+                    fmt(m.aupro),
+                    fmt(m.image_f1_max),
+                    cases.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                let c = m.confusion;
+                println!(
+                    "at threshold {:.4} ({}): {} NG caught, {} escaped, {} good passed, {} false alarms (F1 {:.3})",
+                    m.threshold, m.threshold_rule, c.true_ng, c.false_ok, c.true_ok, c.false_ng, m.image_f1
+                );
+                if let Some(dir) = &a.report {
+                    report::write(dir, &scorer.model, &m, &cases)?;
+                    println!("report: {}", dir.join("index.html").display());
+                }
+                Ok(())
             }
             Command::Synth(a) => {
                 let Some(surface) = Surface::from_name(&a.surface) else {

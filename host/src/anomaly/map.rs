@@ -58,9 +58,64 @@ pub fn image_score(map: &[f32]) -> f32 {
     map.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
+/// A predicted defect: a connected region of the map at or above the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DefectBox {
+    /// Left column (px, inclusive).
+    pub x0: u32,
+    /// Top row (px, inclusive).
+    pub y0: u32,
+    /// Right column (px, inclusive).
+    pub x1: u32,
+    /// Bottom row (px, inclusive).
+    pub y1: u32,
+    /// Highest map value inside the region.
+    pub peak: f32,
+    /// Region area (px).
+    pub area: u32,
+}
+
+/// Boxes around 8-connected regions of `map ≥ threshold`, strongest first.
+pub fn defect_boxes(map: &[f32], w: usize, h: usize, threshold: f32) -> Vec<DefectBox> {
+    let hot: Vec<bool> = map.iter().map(|&v| v >= threshold).collect();
+    let (labels, n) = crate::metrics::label_regions(&hot, w, h);
+    let mut boxes: Vec<DefectBox> = (0..n)
+        .map(|_| DefectBox { x0: u32::MAX, y0: u32::MAX, x1: 0, y1: 0, peak: f32::NEG_INFINITY, area: 0 })
+        .collect();
+    for (i, &l) in labels.iter().enumerate() {
+        if l == 0 {
+            continue;
+        }
+        let b = &mut boxes[l as usize - 1];
+        let (x, y) = ((i % w) as u32, (i / w) as u32);
+        b.x0 = b.x0.min(x);
+        b.y0 = b.y0.min(y);
+        b.x1 = b.x1.max(x);
+        b.y1 = b.y1.max(y);
+        b.peak = b.peak.max(map[i]);
+        b.area += 1;
+    }
+    boxes.sort_by(|a, b| b.peak.total_cmp(&a.peak));
+    boxes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boxes_enclose_each_hot_region() {
+        let (w, h) = (10, 6);
+        let mut m = vec![0.0f32; w * h];
+        for (x, y, v) in [(1, 1, 2.0), (2, 1, 3.0), (2, 2, 2.5), (7, 4, 5.0)] {
+            m[y * w + x] = v;
+        }
+        let b = defect_boxes(&m, w, h, 1.0);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].x0, b[0].y0, b[0].x1, b[0].y1, b[0].area), (7, 4, 7, 4, 1));
+        assert_eq!((b[1].x0, b[1].y0, b[1].x1, b[1].y1, b[1].peak), (1, 1, 2, 2, 3.0));
+        assert!(defect_boxes(&m, w, h, 9.0).is_empty());
+    }
 
     #[test]
     fn taps_are_normalised_and_sized_like_patchcore() {

@@ -1,0 +1,224 @@
+//! A trained anomaly model: everything needed to score an image, in one file.
+//!
+//! The file (`.kmodel`, postcard) embeds the backbone ONNX so a model never loses the
+//! network it was trained on. [`Scorer`] is the training-time scoring pipeline:
+//! preprocess → backbone (tract) → embed → head → map → score. Export turns the same
+//! model into a single ONNX graph that must agree with it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use image::DynamicImage;
+use kensa_shared::preprocess::Preprocess;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::anomaly::{embed, map, padim::Padim, patchcore::PatchCore};
+use crate::backbone::Backbone;
+
+/// Version of the `.kmodel` layout.
+pub const MODEL_FORMAT: u16 = 1;
+const MAGIC: &[u8; 8] = b"KENSAMDL";
+
+/// The scoring head.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Head {
+    /// Nearest-neighbour distance to a coreset memory bank.
+    PatchCore(PatchCore),
+    /// Per-position Mahalanobis distance.
+    Padim(Padim),
+}
+
+impl Head {
+    /// Short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Head::PatchCore(_) => "patchcore",
+            Head::Padim(_) => "padim",
+        }
+    }
+}
+
+/// How the decision threshold was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ThresholdRule {
+    /// Best F1 on labelled validation images that include defects.
+    F1Optimal {
+        /// Good validation images.
+        good: usize,
+        /// Defective validation images.
+        defective: usize,
+    },
+    /// The `1 − target` quantile of scores of good images held out from training, so that
+    /// about `target` of good parts are rejected.
+    FalseRejectRate {
+        /// Target false-reject rate.
+        target: f64,
+        /// Held-out good images it was measured on.
+        held_out: usize,
+    },
+    /// Set by hand.
+    Manual,
+}
+
+impl std::fmt::Display for ThresholdRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::F1Optimal { good, defective } => {
+                write!(f, "F1-optimal on {defective} defective + {good} good validation images")
+            }
+            Self::FalseRejectRate { target, held_out } => {
+                write!(f, "false-reject rate {:.1}% on {held_out} held-out good images", 100.0 * target)
+            }
+            Self::Manual => write!(f, "set by hand"),
+        }
+    }
+}
+
+/// Decision threshold with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// NG when `score ≥ value`.
+    pub value: f32,
+    /// Why this value.
+    pub rule: ThresholdRule,
+}
+
+/// What the model was trained on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// Dataset folder as given.
+    pub dataset: String,
+    /// Good images in the memory bank / Gaussians.
+    pub images: usize,
+    /// Coreset ratio (PatchCore).
+    pub coreset_ratio: Option<f64>,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Wall-clock training time (s).
+    pub seconds: f64,
+}
+
+/// A trained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainedModel {
+    /// Backbone ONNX bytes.
+    pub backbone: Vec<u8>,
+    /// Feature outputs of the backbone used, finest first.
+    pub features: Vec<String>,
+    /// Pixel pipeline.
+    pub preprocess: Preprocess,
+    /// Scoring head.
+    pub head: Head,
+    /// Decision threshold.
+    pub threshold: Threshold,
+    /// Provenance.
+    pub training: TrainingSummary,
+}
+
+impl TrainedModel {
+    /// Serialise with magic and format version.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&MODEL_FORMAT.to_le_bytes());
+        out.extend(postcard::to_stdvec(self)?);
+        Ok(out)
+    }
+
+    /// Parse bytes written by [`Self::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        ensure!(bytes.len() >= 10 && &bytes[..8] == MAGIC, "not a Kensa model file");
+        let v = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if v != MODEL_FORMAT {
+            bail!("model format {v} is not supported (this build reads {MODEL_FORMAT})");
+        }
+        postcard::from_bytes(&bytes[10..]).context("model file is truncated or corrupt")
+    }
+
+    /// Write to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_bytes()?).with_context(|| format!("writing model {}", path.display()))
+    }
+
+    /// Read from `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+        Self::from_bytes(&bytes).with_context(|| format!("loading model {}", path.display()))
+    }
+}
+
+/// Images per backbone run.
+pub const BATCH: usize = 4;
+
+/// Preprocess `images` and extract patch embeddings, in order, using all cores.
+pub fn extract_patches(
+    backbone: &Backbone,
+    pre: &Preprocess,
+    images: &[DynamicImage],
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<embed::Patches>> {
+    let chunks: Vec<Vec<embed::Patches>> = images
+        .par_chunks(backbone.batch)
+        .map(|chunk| {
+            let mut input = Vec::with_capacity(chunk.len() * pre.len());
+            for img in chunk {
+                input.extend(pre.apply(img));
+            }
+            let maps = backbone.run(&input, chunk.len())?;
+            progress(chunk.len());
+            Ok(maps.iter().map(|m| embed::embed(m)).collect())
+        })
+        .collect::<Result<_>>()?;
+    Ok(chunks.into_iter().flatten().collect())
+}
+
+/// One scored image.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// Anomaly map at model input resolution, row-major.
+    pub map: Vec<f32>,
+    /// Image score (map maximum).
+    pub score: f32,
+}
+
+/// The training-time scoring pipeline.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    backbone: Backbone,
+    /// The model scored with.
+    pub model: TrainedModel,
+}
+
+impl Scorer {
+    /// Load the backbone for the model's input size.
+    pub fn new(model: TrainedModel) -> Result<Self> {
+        let p = model.preprocess;
+        let backbone =
+            Backbone::load(&model.backbone, &model.features, p.height as usize, p.width as usize, BATCH)?;
+        Ok(Self { backbone, model })
+    }
+
+    /// Patch-score grid of embedded patches.
+    pub fn patch_scores(&self, p: &embed::Patches) -> Vec<f32> {
+        match &self.model.head {
+            Head::PatchCore(pc) => pc.score(p, faer::Par::Seq),
+            Head::Padim(pd) => pd.score(p),
+        }
+    }
+
+    /// Score images (both cores); `progress` is told how many finished.
+    pub fn score(&self, images: &[DynamicImage], progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Scored>> {
+        let p = self.model.preprocess;
+        let (h, w) = (p.height as usize, p.width as usize);
+        let patches = extract_patches(&self.backbone, &p, images, &|_| ())?;
+        Ok(patches
+            .par_iter()
+            .map(|pt| {
+                let grid = self.patch_scores(pt);
+                let m = map::anomaly_map(&grid, pt.h, pt.w, h, w);
+                progress(1);
+                Scored { score: map::image_score(&m), map: m }
+            })
+            .collect())
+    }
+}

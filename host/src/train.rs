@@ -1,0 +1,237 @@
+//! `kensa train`: good images in, a [`TrainedModel`] with a justified threshold out.
+//!
+//! Every k-th good training image (by name) is held out of the bank; the threshold comes
+//! from those (false-reject-rate rule) or, when defective validation images are given,
+//! from the best F1 on held-out good + defective images.
+
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use image::DynamicImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use kensa_shared::preprocess::{Colour, Preprocess, Resize};
+
+use crate::anomaly::{padim::Padim, patchcore::PatchCore};
+use crate::backbone::Backbone;
+use crate::dataset::{Dataset, Item, OnError, open_all};
+use crate::metrics;
+use crate::model::{
+    BATCH, Head, Scorer, Threshold, ThresholdRule, TrainedModel, TrainingSummary, extract_patches,
+};
+
+/// The backbone shipped in `models/` (EfficientNet-Lite0 up to block 10, see its NOTICE).
+pub const DEFAULT_BACKBONE: &[u8] = include_bytes!("../../models/efficientnet_lite0_features.onnx");
+/// Feature outputs used by default: stride 8 and stride 16 (chosen by measurement, see
+/// docs/benchmarks.md).
+pub const DEFAULT_FEATURES: [&str; 2] = ["block4", "block10"];
+
+/// Which head to fit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// PatchCore keeping `coreset` of the patches.
+    PatchCore {
+        /// Share of patches kept (0–1].
+        coreset: f64,
+    },
+    /// PaDiM over `channels` random channels.
+    Padim {
+        /// Channels kept.
+        channels: usize,
+    },
+}
+
+/// Everything `train` needs besides the data.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Head.
+    pub method: Method,
+    /// Model input side (px).
+    pub size: u32,
+    /// Colour handling.
+    pub colour: Colour,
+    /// Backbone ONNX bytes.
+    pub backbone: Vec<u8>,
+    /// Feature outputs of the backbone.
+    pub features: Vec<String>,
+    /// Share of good training images held out for the threshold.
+    pub holdout: f64,
+    /// Target false-reject rate for the threshold rule.
+    pub frr: f64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Unreadable images: fail or skip.
+    pub on_error: OnError,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            method: Method::PatchCore { coreset: 0.01 },
+            size: 256,
+            colour: Colour::Gray,
+            backbone: DEFAULT_BACKBONE.to_vec(),
+            features: DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect(),
+            holdout: 0.1,
+            frr: 0.01,
+            seed: 0,
+            on_error: OnError::Fail,
+        }
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Split good images: every `k`-th by name is held out.
+fn split_holdout(items: &[Item], share: f64) -> (Vec<Item>, Vec<Item>) {
+    if share <= 0.0 || items.len() < 2 {
+        return (items.to_vec(), Vec::new());
+    }
+    let k = ((1.0 / share).round() as usize).clamp(2, items.len());
+    let (mut fit, mut held) = (Vec::new(), Vec::new());
+    for (i, it) in items.iter().enumerate() {
+        if i % k == k - 1 { held.push(it.clone()) } else { fit.push(it.clone()) }
+    }
+    (fit, held)
+}
+
+/// The smallest threshold rejecting at most `frr` of `good_scores` (NG = score ≥ t).
+pub fn frr_threshold(good_scores: &[f32], frr: f64) -> f32 {
+    let mut s = good_scores.to_vec();
+    s.sort_by(f32::total_cmp);
+    let allowed = (frr * s.len() as f64).floor() as usize;
+    let q = s[s.len() - 1 - allowed.min(s.len() - 1)];
+    // Just above the quantile score, so that image itself passes.
+    q.next_up()
+}
+
+/// Fit a model on `ds.train` (good). The threshold comes from held-out good images plus
+/// `validation_defects` (never test images: those would grade the model on its own exam).
+pub fn train(
+    ds: &Dataset,
+    validation_defects: &[Item],
+    dataset_name: &str,
+    opts: &TrainOptions,
+) -> Result<TrainedModel> {
+    let started = Instant::now();
+    let pre =
+        Preprocess { width: opts.size, height: opts.size, resize: Resize::Stretch, colour: opts.colour };
+    let (fit_items, held_items) = split_holdout(&ds.train, opts.holdout);
+    ensure!(fit_items.len() >= 2, "need at least 2 good training images, found {}", fit_items.len());
+    let load = |items: &[Item]| -> Result<Vec<DynamicImage>> {
+        Ok(open_all(items, opts.on_error)?.into_iter().map(|(_, img)| img).collect())
+    };
+    let fit_images = load(&fit_items)?;
+    let backbone =
+        Backbone::load(&opts.backbone, &opts.features, opts.size as usize, opts.size as usize, BATCH)?;
+
+    let pb = progress(fit_images.len(), "features");
+    let patches = extract_patches(&backbone, &pre, &fit_images, &|n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    drop(fit_images);
+
+    let head = match opts.method {
+        Method::PatchCore { coreset } => {
+            ensure!(coreset > 0.0 && coreset <= 1.0, "coreset ratio {coreset} must be in (0, 1]");
+            let total = patches.iter().map(|p| p.rows()).sum::<usize>();
+            let k = ((total as f64 * coreset).ceil() as usize).min(total);
+            let pb = progress(k, "coreset");
+            let pc = PatchCore::fit(&patches, coreset, opts.seed, |i| {
+                if i % 64 == 0 {
+                    pb.set_position(i as u64)
+                }
+            });
+            pb.finish_and_clear();
+            Head::PatchCore(pc)
+        }
+        Method::Padim { channels } => Head::Padim(Padim::fit(&patches, channels, opts.seed)?),
+    };
+    drop(patches);
+
+    let mut model = TrainedModel {
+        backbone: opts.backbone.clone(),
+        features: opts.features.clone(),
+        preprocess: pre,
+        head,
+        threshold: Threshold { value: f32::INFINITY, rule: ThresholdRule::Manual },
+        training: TrainingSummary {
+            dataset: dataset_name.to_string(),
+            images: fit_items.len(),
+            coreset_ratio: match opts.method {
+                Method::PatchCore { coreset } => Some(coreset),
+                Method::Padim { .. } => None,
+            },
+            seed: opts.seed,
+            seconds: 0.0,
+        },
+    };
+
+    // Threshold from held-out good images, plus defective validation images if any.
+    let mut val_items = held_items.clone();
+    val_items.extend(validation_defects.iter().cloned());
+    if !val_items.is_empty() {
+        let scorer = Scorer::new(model.clone())?;
+        let loaded = open_all(&val_items, opts.on_error)?;
+        let (items, images): (Vec<Item>, Vec<DynamicImage>) = loaded.into_iter().unzip();
+        let pb = progress(images.len(), "validation");
+        let scored = scorer.score(&images, &|n| pb.inc(n as u64))?;
+        pb.finish_and_clear();
+        let scores: Vec<f32> = scored.iter().map(|s| s.score).collect();
+        let positive: Vec<bool> = items.iter().map(Item::is_defect).collect();
+        let good = positive.iter().filter(|p| !**p).count();
+        model.threshold = match metrics::f1_max(&scores, &positive) {
+            Some((_, t)) if good > 0 => {
+                Threshold { value: t, rule: ThresholdRule::F1Optimal { good, defective: items.len() - good } }
+            }
+            _ => {
+                let good_scores: Vec<f32> =
+                    scores.iter().zip(&positive).filter(|(_, p)| !**p).map(|(s, _)| *s).collect();
+                Threshold {
+                    value: frr_threshold(&good_scores, opts.frr),
+                    rule: ThresholdRule::FalseRejectRate { target: opts.frr, held_out: good_scores.len() },
+                }
+            }
+        };
+    }
+    model.training.seconds = started.elapsed().as_secs_f64();
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frr_threshold_rejects_at_most_the_target_share() {
+        let s: Vec<f32> = (1..=100).map(|i| i as f32).collect();
+        let t = frr_threshold(&s, 0.05);
+        let rejected = s.iter().filter(|&&v| v >= t).count();
+        assert_eq!(rejected, 5);
+        // With few images the rule falls back to passing every held-out image.
+        let t = frr_threshold(&[0.3, 0.9, 0.5], 0.01);
+        assert!(t > 0.9 && [0.3f32, 0.9, 0.5].iter().all(|&v| v < t));
+    }
+
+    #[test]
+    fn holdout_is_every_kth_by_name() {
+        let items: Vec<Item> = (0..20)
+            .map(|i| Item {
+                path: format!("{i:02}.png").into(),
+                label: crate::dataset::Label::Good,
+                mask: None,
+            })
+            .collect();
+        let (fit, held) = split_holdout(&items, 0.1);
+        assert_eq!((fit.len(), held.len()), (18, 2));
+        assert_eq!(held[0].path.to_str(), Some("09.png"));
+    }
+}
