@@ -67,3 +67,8 @@ pub fn run_err(cmd: &mut Command) -> String {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("kensa-e2e-").tempdir().expect("temp dir")
 }
+
+/// The repository root (the workspace holding this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}

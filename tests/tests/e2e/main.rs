@@ -1,3 +1,5 @@
 //! End-to-end tests: one binary, one module per area, each running the real executables.
 
+mod anomaly;
+mod backbone;
 mod synth;
