@@ -1,1 +1,6 @@
 //! `kensa-fw`, the daemon on the edge box, as a library so tests can drive its core.
+//!
+//! Pure logic lives in modules with no I/O ([`schedule`]); hardware and the clock reach it
+//! through traits, and concrete Linux devices appear only in `main.rs`.
+
+pub mod schedule;
