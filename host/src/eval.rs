@@ -78,12 +78,13 @@ pub fn evaluate(scorer: &Scorer, ds: &Dataset, on_error: OnError) -> Result<(Met
     let p = scorer.model.preprocess;
     let loaded = open_all(&ds.test, on_error)?;
     anyhow::ensure!(!loaded.is_empty(), "the dataset has no test images");
-    let images: Vec<DynamicImage> = loaded.iter().map(|(_, i)| i.clone()).collect();
+    // Keep one copy of each decoded image: score the slice, then move the images into cases.
+    let (items, images): (Vec<Item>, Vec<DynamicImage>) = loaded.into_iter().unzip();
     let pb = progress(images.len(), "scoring");
     let scored = scorer.score(&images, &|n| pb.inc(n as u64))?;
     pb.finish_and_clear();
-    let mut cases = Vec::with_capacity(loaded.len());
-    for ((item, image), scored) in loaded.into_iter().zip(scored) {
+    let mut cases = Vec::with_capacity(items.len());
+    for ((item, image), scored) in items.into_iter().zip(images).zip(scored) {
         let mask = match &item.mask {
             Some(m) if item.is_defect() => {
                 let full = open_mask(m, image.width(), image.height())?;
