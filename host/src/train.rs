@@ -138,6 +138,8 @@ pub fn train(
     let patches = extract_patches(&backbone, &pre, &fit_images, &|n| pb.inc(n as u64))?;
     pb.finish_and_clear();
     drop(fit_images);
+    tracing::info!(images = patches.len(), seconds = started.elapsed().as_secs_f64(), "features extracted");
+    let head_started = Instant::now();
 
     let head = match opts.method {
         Method::PatchCore { coreset } => {
@@ -156,6 +158,7 @@ pub fn train(
         Method::Padim { channels } => Head::Padim(Padim::fit(&patches, channels, opts.seed)?),
     };
     drop(patches);
+    tracing::info!(seconds = head_started.elapsed().as_secs_f64(), "{} head fitted", head.name());
 
     let mut model = TrainedModel {
         backbone: opts.backbone.clone(),
