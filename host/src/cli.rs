@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use kensa_shared::preprocess::Colour;
 use kensa_shared::synth::{Surface, SynthSpec};
 
-use crate::{backbone, dataset, eval, model, report, synth, train};
+use kensa_shared::tiling::Tiling;
+
+use crate::{backbone, dataset, eval, model, predict, report, synth, train};
 
 /// Kensa: visual inspection for production lines.
 #[derive(Debug, Parser)]
@@ -38,6 +40,8 @@ enum Command {
     Train(TrainArgs),
     /// Measure a model against a labelled test set and write a report.
     Eval(EvalArgs),
+    /// Judge new images: OK/NG, score and defect boxes (JSON and overlays).
+    Predict(PredictArgs),
     /// Generate a dataset of textured parts with rectangular debris (MVTec layout).
     Synth(SynthArgs),
     /// Print the wire-protocol version this build speaks.
@@ -159,6 +163,16 @@ struct TrainArgs {
     /// Folders of defective validation images: with them the threshold is F1-optimal.
     #[arg(long)]
     val_defect: Vec<PathBuf>,
+    /// Cut images into tiles of this side (source px), each scaled to the model input:
+    /// for images far larger than the model input, where small defects would vanish.
+    #[arg(long)]
+    tile: Option<u32>,
+    /// Overlap of neighbouring tiles (source px).
+    #[arg(long, default_value_t = 64, requires = "tile")]
+    tile_overlap: u32,
+    /// PatchCore: most patches gathered before the coreset (bounds memory).
+    #[arg(long, default_value_t = train::DEFAULT_MAX_PATCHES)]
+    max_patches: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,6 +185,22 @@ struct EvalArgs {
     /// Report folder (metrics.json, scores.csv, plots, overlays, index.html).
     #[arg(short, long)]
     report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PredictArgs {
+    /// The trained model.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Output folder (predictions.json, overlays/).
+    #[arg(short, long, default_value = "kensa-predict")]
+    out: PathBuf,
+    /// Skip unreadable images with a warning instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Images, or folders of images.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -231,6 +261,8 @@ impl Cli {
                     frr: a.frr,
                     seed: a.seed,
                     on_error: a.data.on_error(),
+                    tiling: a.tile.map(|tile| Tiling { tile, overlap: a.tile_overlap }),
+                    max_patches: a.max_patches,
                     ..Default::default()
                 };
                 if let Some(b) = &a.backbone {
@@ -253,7 +285,7 @@ impl Cli {
                 }
                 let m = train::train(&ds, &val, &name, &opts)?;
                 m.save(&a.out)?;
-                println!(
+                say!(
                     "trained {} on {} images in {:.1} s; threshold {:.4} ({}); wrote {}",
                     m.head.name(),
                     m.training.images,
@@ -270,7 +302,7 @@ impl Cli {
                 let started = std::time::Instant::now();
                 let (m, cases) = eval::evaluate(&scorer, &ds, a.data.on_error())?;
                 let fmt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
-                println!(
+                say!(
                     "image AUROC {}  pixel AUROC {}  AUPRO@0.3 {}  F1-max {}  ({} images, {:.1} s)",
                     fmt(m.image_auroc),
                     fmt(m.pixel_auroc),
@@ -280,14 +312,56 @@ impl Cli {
                     started.elapsed().as_secs_f64()
                 );
                 let c = m.confusion;
-                println!(
+                say!(
                     "at threshold {:.4} ({}): {} NG caught, {} escaped, {} good passed, {} false alarms (F1 {:.3})",
-                    m.threshold, m.threshold_rule, c.true_ng, c.false_ok, c.true_ok, c.false_ng, m.image_f1
+                    m.threshold,
+                    m.threshold_rule,
+                    c.true_ng,
+                    c.false_ok,
+                    c.true_ok,
+                    c.false_ng,
+                    m.image_f1
                 );
                 if let Some(dir) = &a.report {
                     report::write(dir, &scorer.model, &m, &cases)?;
-                    println!("report: {}", dir.join("index.html").display());
+                    say!("report: {}", dir.join("index.html").display());
                 }
+                Ok(())
+            }
+            Command::Predict(a) => {
+                let files = predict::collect_inputs(&a.inputs)?;
+                let scorer = model::Scorer::new(model::TrainedModel::load(&a.model)?)?;
+                let on_error = if a.skip_bad { dataset::OnError::Skip } else { dataset::OnError::Fail };
+                let preds = predict::run(&scorer, &files, &a.out, on_error, |p| {
+                    let boxes: Vec<String> = p
+                        .defects
+                        .iter()
+                        .take(3)
+                        .map(|b| format!("[{},{}..{},{}]", b.x0, b.y0, b.x1, b.y1))
+                        .collect();
+                    say!(
+                        "{}: {} score {:.3} (threshold {:.3}){}{}",
+                        p.file.display(),
+                        p.decision,
+                        p.score,
+                        p.threshold,
+                        if p.defects.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} defects ", p.defects.len())
+                        },
+                        boxes.join(" ")
+                    );
+                    Ok(())
+                })?;
+                let ng = preds.iter().filter(|p| p.decision != "OK").count();
+                say!(
+                    "{} images: {} OK, {} not OK; wrote {}",
+                    preds.len(),
+                    preds.len() - ng,
+                    ng,
+                    a.out.join("predictions.json").display()
+                );
                 Ok(())
             }
             Command::Synth(a) => {
@@ -299,12 +373,12 @@ impl Cli {
                 let counts =
                     synth::Counts { train: a.train, test_good: a.test_good, test_defect: a.test_defect };
                 let n = synth::write_dataset(&a.out, &spec, counts, a.seed)?;
-                println!("wrote {n} files to {}", a.out.display());
+                say!("wrote {n} files to {}", a.out.display());
                 Ok(())
             }
             Command::Version => {
-                println!("kensa {}", env!("CARGO_PKG_VERSION"));
-                println!("wire protocol {}", kensa_shared::wire::PROTOCOL_VERSION);
+                say!("kensa {}", env!("CARGO_PKG_VERSION"));
+                say!("wire protocol {}", kensa_shared::wire::PROTOCOL_VERSION);
                 Ok(())
             }
         }
@@ -324,14 +398,14 @@ fn demo(out: &std::path::Path, surface: &str) -> Result<()> {
     let data = out.join("data");
     let counts = synth::Counts { train: 60, test_good: 20, test_defect: 20 };
     let n = synth::write_dataset(&data, &SynthSpec::square(surface, 256), counts, 1)?;
-    println!("1/3 generated {n} images of {} parts with debris in {}", surface.name(), data.display());
+    say!("1/3 generated {n} images of {} parts with debris in {}", surface.name(), data.display());
     let ds = dataset::Dataset::mvtec(&data)?;
     let opts =
         train::TrainOptions { method: train::Method::PatchCore { coreset: 0.1 }, ..Default::default() };
     let model = train::train(&ds, &[], &data.display().to_string(), &opts)?;
     let model_path = out.join("model.kmodel");
     model.save(&model_path)?;
-    println!(
+    say!(
         "2/3 trained PatchCore on {} good images in {:.1} s, threshold {:.3} ({}) -> {}",
         model.training.images,
         model.training.seconds,
@@ -345,7 +419,7 @@ fn demo(out: &std::path::Path, surface: &str) -> Result<()> {
     report::write(&report, &scorer.model, &m, &cases)?;
     let f = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
     let c = m.confusion;
-    println!(
+    say!(
         "3/3 evaluated {} parts: image AUROC {}, pixel AUROC {}, AUPRO {}; at the threshold {} of {} defects caught, {} false alarms in {} good",
         cases.len(),
         f(m.image_auroc),
@@ -356,6 +430,6 @@ fn demo(out: &std::path::Path, surface: &str) -> Result<()> {
         c.false_ng,
         m.good_images
     );
-    println!("report: {}", report.join("index.html").display());
+    say!("report: {}", report.join("index.html").display());
     Ok(())
 }

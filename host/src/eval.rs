@@ -1,8 +1,8 @@
 //! `kensa eval`: score a labelled test set and measure the model against ground truth.
 //!
-//! Pixel metrics are computed at the model's input resolution: masks are resized to it
-//! (nearest neighbour) as the anomaly maps are, the convention of the reference
-//! benchmarks this is compared with.
+//! Pixel metrics are computed at the anomaly map's resolution (the model input, or a
+//! tiled image at the tiles' scale): masks are resized to it by nearest neighbour, the
+//! convention of the reference benchmarks this is compared with.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +27,10 @@ pub struct TypeMetrics {
     pub image_auroc: Option<f64>,
     /// Share of this type rejected at the operating threshold.
     pub recall: f64,
+    /// Pixel AUROC over this type's masked images and the good images.
+    pub pixel_auroc: Option<f64>,
+    /// AUPRO@0.3 over the same pixels.
+    pub aupro: Option<f64>,
 }
 
 /// Everything `kensa eval` measures.
@@ -75,7 +79,6 @@ pub struct Case {
 
 /// Score every test image and compute the metrics.
 pub fn evaluate(scorer: &Scorer, ds: &Dataset, on_error: OnError) -> Result<(Metrics, Vec<Case>)> {
-    let p = scorer.model.preprocess;
     let loaded = open_all(&ds.test, on_error)?;
     anyhow::ensure!(!loaded.is_empty(), "the dataset has no test images");
     // Keep one copy of each decoded image: score the slice, then move the images into cases.
@@ -88,25 +91,18 @@ pub fn evaluate(scorer: &Scorer, ds: &Dataset, on_error: OnError) -> Result<(Met
         let mask = match &item.mask {
             Some(m) if item.is_defect() => {
                 let full = open_mask(m, image.width(), image.height())?;
-                Some(image::imageops::resize(&full, p.width, p.height, FilterType::Nearest))
+                let (w, h) = (scored.width as u32, scored.height as u32);
+                Some(image::imageops::resize(&full, w, h, FilterType::Nearest))
             }
             _ => None,
         };
         cases.push(Case { item, image, mask, scored });
     }
-    Ok((
-        measure(
-            &cases,
-            p.width as usize,
-            scorer.model.threshold.value,
-            &scorer.model.threshold.rule.to_string(),
-        ),
-        cases,
-    ))
+    Ok((measure(&cases, scorer.model.threshold.value, &scorer.model.threshold.rule.to_string()), cases))
 }
 
 /// Metrics of scored cases at `threshold`.
-pub fn measure(cases: &[Case], width: usize, threshold: f32, rule: &str) -> Metrics {
+pub fn measure(cases: &[Case], threshold: f32, rule: &str) -> Metrics {
     let scores: Vec<f32> = cases.iter().map(|c| c.scored.score).collect();
     let positive: Vec<bool> = cases.iter().map(|c| c.item.is_defect()).collect();
     let confusion = Confusion::at(&scores, &positive, threshold);
@@ -121,15 +117,22 @@ pub fn measure(cases: &[Case], width: usize, threshold: f32, rule: &str) -> Metr
             (None, true) => None,
         })
         .collect();
-    let samples: Vec<PixelSample> = cases
+    // (defect type or None for good, sample)
+    let samples: Vec<(Option<&str>, PixelSample)> = cases
         .iter()
         .zip(&masks)
         .filter_map(|(c, m)| {
             let mask = m.as_deref()?;
-            Some(PixelSample { map: &c.scored.map, mask, width, height: c.scored.map.len() / width })
+            let kind = c.item.is_defect().then(|| c.item.kind());
+            let (width, height) = (c.scored.width, c.scored.height);
+            Some((kind, PixelSample { map: &c.scored.map, mask, width, height }))
         })
         .collect();
-    let (pixel_auroc, aupro) = metrics::pixel_metrics(&samples, AUPRO_FPR_LIMIT);
+    let pixel_of = |keep: &dyn Fn(Option<&str>) -> bool| {
+        let chosen: Vec<PixelSample> = samples.iter().filter(|(k, _)| keep(*k)).map(|(_, s)| *s).collect();
+        metrics::pixel_metrics(&chosen, AUPRO_FPR_LIMIT)
+    };
+    let (pixel_auroc, aupro) = pixel_of(&|_| true);
 
     let mut per_type = BTreeMap::new();
     let good_scores: Vec<f32> =
@@ -140,12 +143,15 @@ pub fn measure(cases: &[Case], width: usize, threshold: f32, rule: &str) -> Metr
         let own: Vec<f32> = cases.iter().filter(|c| c.item.kind() == kind).map(|c| c.scored.score).collect();
         let s: Vec<f32> = good_scores.iter().chain(&own).copied().collect();
         let l: Vec<bool> = good_scores.iter().map(|_| false).chain(own.iter().map(|_| true)).collect();
+        let (pixel_auroc, aupro) = pixel_of(&|k| k.is_none() || k == Some(kind));
         per_type.insert(
             kind.to_string(),
             TypeMetrics {
                 images: own.len(),
                 image_auroc: metrics::auroc(&s, &l),
                 recall: own.iter().filter(|&&v| v >= threshold).count() as f64 / own.len() as f64,
+                pixel_auroc,
+                aupro,
             },
         );
     }

@@ -3,6 +3,15 @@
 //! Modules are named after the pipeline: [`dataset`] → [`backbone`] (features) → models →
 //! metrics and reports; [`onnx`] writes graphs; [`synth`] writes generated datasets.
 
+/// `println!` that returns the I/O error instead of panicking, so that `kensa … | head`
+/// ends quietly when the reader goes away (`main` treats a broken pipe as success).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 pub mod anomaly;
 pub mod backbone;
 pub mod cli;
@@ -12,6 +21,7 @@ pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
+pub mod predict;
 pub mod report;
 pub mod synth;
 pub mod train;

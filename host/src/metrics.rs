@@ -9,26 +9,42 @@
 //!   weighted ROC curve and both come from one sorted sweep.
 //! - [`f1_max`], [`Confusion`]: image-level operating points.
 
+use rayon::slice::ParallelSliceMut;
 use serde::Serialize;
 
-/// A point sweep over thresholds: `(fpr, tpr, threshold)` from strict to lenient.
-/// `weights` gives each positive its share of the true-positive rate (uniform for ROC).
-fn sweep(scores: &[f32], positive: &[bool], weights: Option<&[f64]>) -> Vec<(f64, f64, f32)> {
+/// Indices of `scores` from highest to lowest (ties in any order; the sweep groups them).
+/// Sorting `(score, index)` pairs in parallel keeps the millions of pixels of a test set
+/// quick to rank.
+fn order_desc(scores: &[f32]) -> Vec<u32> {
+    assert!(scores.len() <= u32::MAX as usize, "too many samples to rank");
+    let mut pairs: Vec<(f32, u32)> = scores.iter().zip(0u32..).map(|(&s, i)| (s, i)).collect();
+    pairs.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    pairs.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Walk the thresholds from strict to lenient, calling `visit(fpr, tpr, threshold)` once
+/// per distinct score (after the `(0, 0, +inf)` start). `weights` gives each positive its
+/// share of the true-positive rate (uniform for ROC).
+fn sweep_with(
+    order: &[u32],
+    scores: &[f32],
+    positive: &[bool],
+    weights: Option<&[f64]>,
+    mut visit: impl FnMut(f64, f64, f32),
+) {
     assert_eq!(scores.len(), positive.len(), "scores and labels differ in length");
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let n_neg = positive.iter().filter(|p| !**p).count() as f64;
     let total_w: f64 = match weights {
         Some(w) => positive.iter().zip(w).filter(|(p, _)| **p).map(|(_, w)| w).sum(),
         None => positive.iter().filter(|p| **p).count() as f64,
     };
-    let mut pts = vec![(0.0, 0.0, f32::INFINITY)];
+    visit(0.0, 0.0, f32::INFINITY);
     let (mut fp, mut tp) = (0.0f64, 0.0f64);
     let mut i = 0;
     while i < order.len() {
-        let s = scores[order[i]];
-        while i < order.len() && scores[order[i]] == s {
-            let k = order[i];
+        let s = scores[order[i] as usize];
+        while i < order.len() && scores[order[i] as usize] == s {
+            let k = order[i] as usize;
             if positive[k] {
                 tp += weights.map_or(1.0, |w| w[k]);
             } else {
@@ -36,31 +52,59 @@ fn sweep(scores: &[f32], positive: &[bool], weights: Option<&[f64]>) -> Vec<(f64
             }
             i += 1;
         }
-        pts.push((
-            if n_neg > 0.0 { fp / n_neg } else { 0.0 },
-            if total_w > 0.0 { tp / total_w } else { 0.0 },
-            s,
-        ));
+        visit(if n_neg > 0.0 { fp / n_neg } else { 0.0 }, if total_w > 0.0 { tp / total_w } else { 0.0 }, s);
     }
+}
+
+/// The sweep's points `(fpr, tpr, threshold)` from strict to lenient.
+fn sweep(scores: &[f32], positive: &[bool], weights: Option<&[f64]>) -> Vec<(f64, f64, f32)> {
+    let mut pts = Vec::new();
+    sweep_with(&order_desc(scores), scores, positive, weights, |x, y, t| pts.push((x, y, t)));
     pts
 }
 
-/// Trapezoidal area under `(x, y)` points up to `x = limit`, interpolating the last segment.
-fn area(points: &[(f64, f64, f32)], limit: f64) -> f64 {
-    let mut a = 0.0;
-    for w in points.windows(2) {
-        let ((x0, y0, _), (x1, y1, _)) = (w[0], w[1]);
-        if x0 >= limit {
-            break;
-        }
-        if x1 > limit {
-            let y = y0 + (y1 - y0) * (limit - x0) / (x1 - x0);
-            a += (limit - x0) * (y0 + y) / 2.0;
-            break;
-        }
-        a += (x1 - x0) * (y0 + y1) / 2.0;
+/// Trapezoidal area under a curve fed point by point, up to `x = limit` (the last
+/// segment interpolated), without storing the curve.
+struct Area {
+    limit: f64,
+    last: Option<(f64, f64)>,
+    sum: f64,
+    done: bool,
+}
+
+impl Area {
+    fn new(limit: f64) -> Self {
+        Self { limit, last: None, sum: 0.0, done: false }
     }
-    a
+
+    fn push(&mut self, x1: f64, y1: f64) {
+        if self.done {
+            return;
+        }
+        if let Some((x0, y0)) = self.last {
+            if x0 >= self.limit {
+                self.done = true;
+                return;
+            }
+            if x1 > self.limit {
+                let y = y0 + (y1 - y0) * (self.limit - x0) / (x1 - x0);
+                self.sum += (self.limit - x0) * (y0 + y) / 2.0;
+                self.done = true;
+                return;
+            }
+            self.sum += (x1 - x0) * (y0 + y1) / 2.0;
+        }
+        self.last = Some((x1, y1));
+    }
+}
+
+/// Area under `(x, y)` points up to `x = limit`.
+fn area(points: &[(f64, f64, f32)], limit: f64) -> f64 {
+    let mut a = Area::new(limit);
+    for &(x, y, _) in points {
+        a.push(x, y);
+    }
+    a.sum
 }
 
 /// Area under the ROC curve. `None` when only one class is present.
@@ -154,10 +198,17 @@ pub fn pixel_metrics(samples: &[PixelSample<'_>], fpr_limit: f64) -> (Option<f64
                 .map(|&l| if l == 0 { 0.0 } else { 1.0 / (sizes[l as usize] as f64 * regions_total as f64) }),
         );
     }
-    let auroc = auroc(&scores, &positive);
-    let aupro = (regions_total > 0 && positive.iter().any(|p| !p))
-        .then(|| area(&sweep(&scores, &positive, Some(&pro_weight)), fpr_limit) / fpr_limit);
-    (auroc, aupro)
+    let pos = positive.iter().filter(|p| **p).count();
+    if pos == 0 || pos == positive.len() {
+        return (None, None);
+    }
+    // One ranking serves both curves.
+    let order = order_desc(&scores);
+    let mut roc = Area::new(1.0);
+    sweep_with(&order, &scores, &positive, None, |x, y, _| roc.push(x, y));
+    let mut pro = Area::new(fpr_limit);
+    sweep_with(&order, &scores, &positive, Some(&pro_weight), |x, y, _| pro.push(x, y));
+    (Some(roc.sum), Some(pro.sum / fpr_limit))
 }
 
 /// Counts at one threshold (NG = score ≥ threshold, positive = defective).

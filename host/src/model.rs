@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use image::DynamicImage;
 use kensa_shared::preprocess::Preprocess;
+use kensa_shared::tiling::{Stitcher, Tile, Tiling};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,7 @@ use crate::anomaly::{embed, map, padim::Padim, patchcore::PatchCore};
 use crate::backbone::Backbone;
 
 /// Version of the `.kmodel` layout.
-pub const MODEL_FORMAT: u16 = 1;
+pub const MODEL_FORMAT: u16 = 2;
 const MAGIC: &[u8; 8] = b"KENSAMDL";
 
 /// The scoring head.
@@ -106,8 +107,10 @@ pub struct TrainedModel {
     pub backbone: Vec<u8>,
     /// Feature outputs of the backbone used, finest first.
     pub features: Vec<String>,
-    /// Pixel pipeline.
+    /// Pixel pipeline (applied to each tile when tiled).
     pub preprocess: Preprocess,
+    /// Cut large images into tiles scored one by one (`None`: the whole image is resized).
+    pub tiling: Option<Tiling>,
     /// Scoring head.
     pub head: Head,
     /// Decision threshold.
@@ -145,6 +148,24 @@ impl TrainedModel {
         let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
         Self::from_bytes(&bytes).with_context(|| format!("loading model {}", path.display()))
     }
+
+    /// The model inputs cut from `img`: its tiles, or the whole image as one "tile".
+    pub fn crops(&self, img: &DynamicImage) -> Vec<(Tile, DynamicImage)> {
+        crops(self.tiling, img)
+    }
+}
+
+/// `img` cut by `tiling` (or whole).
+pub fn crops(tiling: Option<Tiling>, img: &DynamicImage) -> Vec<(Tile, DynamicImage)> {
+    let (w, h) = (img.width(), img.height());
+    match tiling {
+        None => vec![(Tile { x: 0, y: 0, w, h }, img.clone())],
+        Some(t) => t
+            .tiles(w, h)
+            .into_iter()
+            .map(|tile| (tile, img.crop_imm(tile.x, tile.y, tile.w, tile.h)))
+            .collect(),
+    }
 }
 
 /// Images per backbone run.
@@ -175,10 +196,37 @@ pub fn extract_patches(
 /// One scored image.
 #[derive(Debug, Clone)]
 pub struct Scored {
-    /// Anomaly map at model input resolution, row-major.
+    /// Anomaly map, row-major `width`×`height`: the model input resolution, or for a
+    /// tiled model the whole image at the tiles' model-px-per-source-px scale.
     pub map: Vec<f32>,
+    /// Map width.
+    pub width: usize,
+    /// Map height.
+    pub height: usize,
     /// Image score (map maximum).
     pub score: f32,
+}
+
+impl Scored {
+    /// Source-image px per map px (x, y) for an image of `src_w`×`src_h`.
+    pub fn source_per_map_px(&self, src_w: u32, src_h: u32) -> (f64, f64) {
+        (src_w as f64 / self.width as f64, src_h as f64 / self.height as f64)
+    }
+
+    /// Predicted defects at `threshold`, in source-image pixels.
+    pub fn boxes(&self, src_w: u32, src_h: u32, threshold: f32) -> Vec<map::DefectBox> {
+        let (sx, sy) = self.source_per_map_px(src_w, src_h);
+        map::defect_boxes(&self.map, self.width, self.height, threshold)
+            .into_iter()
+            .map(|b| map::DefectBox {
+                x0: (b.x0 as f64 * sx).floor() as u32,
+                y0: (b.y0 as f64 * sy).floor() as u32,
+                x1: (((b.x1 + 1) as f64 * sx).ceil() as u32).saturating_sub(1).min(src_w - 1),
+                y1: (((b.y1 + 1) as f64 * sy).ceil() as u32).saturating_sub(1).min(src_h - 1),
+                ..b
+            })
+            .collect()
+    }
 }
 
 /// The training-time scoring pipeline.
@@ -208,17 +256,59 @@ impl Scorer {
 
     /// Score images (both cores); `progress` is told how many finished.
     pub fn score(&self, images: &[DynamicImage], progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Scored>> {
+        match self.model.tiling {
+            None => {
+                let patches = extract_patches(&self.backbone, &self.model.preprocess, images, &|_| ())?;
+                Ok(patches
+                    .par_iter()
+                    .map(|pt| {
+                        let s = self.tile_map(pt);
+                        progress(1);
+                        s
+                    })
+                    .collect())
+            }
+            // One image at a time: its tiles fill the batches and both cores, and memory
+            // stays bounded by one image's tiles.
+            Some(_) => images
+                .iter()
+                .map(|img| {
+                    let s = self.score_tiled(img)?;
+                    progress(1);
+                    Ok(s)
+                })
+                .collect(),
+        }
+    }
+
+    /// The anomaly map of one model input.
+    fn tile_map(&self, pt: &embed::Patches) -> Scored {
         let p = self.model.preprocess;
         let (h, w) = (p.height as usize, p.width as usize);
-        let patches = extract_patches(&self.backbone, &p, images, &|_| ())?;
-        Ok(patches
-            .par_iter()
-            .map(|pt| {
-                let grid = self.patch_scores(pt);
-                let m = map::anomaly_map(&grid, pt.h, pt.w, h, w);
-                progress(1);
-                Scored { score: map::image_score(&m), map: m }
-            })
-            .collect())
+        let m = map::anomaly_map(&self.patch_scores(pt), pt.h, pt.w, h, w);
+        Scored { score: map::image_score(&m), map: m, width: w, height: h }
+    }
+
+    fn score_tiled(&self, img: &DynamicImage) -> Result<Scored> {
+        let crops = self.model.crops(img);
+        let pics: Vec<DynamicImage> = crops.iter().map(|(_, c)| c.clone()).collect();
+        let patches = extract_patches(&self.backbone, &self.model.preprocess, &pics, &|_| ())?;
+        let maps: Vec<Scored> = patches.par_iter().map(|pt| self.tile_map(pt)).collect();
+        let (t0, m0) = (crops[0].0, &maps[0]);
+        let mut st = Stitcher::new(img.width(), img.height(), t0.w, t0.h, m0.width, m0.height);
+        for ((tile, _), m) in crops.iter().zip(&maps) {
+            st.add(*tile, &m.map, m.width, m.height);
+        }
+        let (width, height) = (st.width, st.height);
+        let map = st.finish();
+        Ok(Scored { score: map::image_score(&map), map, width, height })
+    }
+
+    /// The image as the map sees it (model input, or the whole image at map scale), for
+    /// overlays.
+    pub fn view(&self, img: &DynamicImage, scored: &Scored) -> image::RgbImage {
+        let p =
+            Preprocess { width: scored.width as u32, height: scored.height as u32, ..self.model.preprocess };
+        p.resized_rgb(img)
     }
 }

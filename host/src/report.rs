@@ -8,6 +8,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use kensa_shared::preprocess::Preprocess;
+
 use crate::anomaly::map::defect_boxes;
 use crate::draw;
 use crate::eval::{Case, Metrics};
@@ -80,8 +82,10 @@ pub fn write(dir: &Path, model: &TrainedModel, m: &Metrics, cases: &[Case]) -> R
     {
         use rayon::prelude::*;
         shown.par_iter().try_for_each(|c| {
-            let boxes = defect_boxes(&c.scored.map, p.width as usize, p.height as usize, m.threshold);
-            let img = draw::overlay(&p.resized_rgb(&c.image), &c.scored.map, range, c.mask.as_ref(), &boxes);
+            let (w, h) = (c.scored.width, c.scored.height);
+            let boxes = defect_boxes(&c.scored.map, w, h, m.threshold);
+            let view = Preprocess { width: w as u32, height: h as u32, ..p }.resized_rgb(&c.image);
+            let img = draw::overlay(&view, &c.scored.map, range, c.mask.as_ref(), &boxes);
             save(&img, &dir.join("overlays").join(overlay_name(c)))
         })?;
     }
@@ -108,7 +112,7 @@ comparison only.</p>
 <table><tr><th></th><th>judged NG</th><th>judged OK</th></tr>
 <tr><th>defective ({nd})</th><td>{tn}</td><td>{fo} (escapes)</td></tr>
 <tr><th>good ({ng})</th><td>{fn_} (false alarms)</td><td>{to}</td></tr></table>
-<h2>Per defect type</h2><table><tr><th>type</th><th>images</th><th>image AUROC vs good</th><th>caught at threshold</th></tr>"#,
+<h2>Per defect type</h2><table><tr><th>type</th><th>images</th><th>image AUROC vs good</th><th>pixel AUROC</th><th>AUPRO@0.3</th><th>caught at threshold</th></tr>"#,
         model = model.head.name(),
         data = model.training.dataset,
         ia = f(m.image_auroc),
@@ -128,9 +132,11 @@ comparison only.</p>
     for (kind, t) in &m.per_type {
         let _ = write!(
             h,
-            "<tr><td>{kind}</td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
+            "<tr><td>{kind}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
             t.images,
             f(t.image_auroc),
+            f(t.pixel_auroc),
+            f(t.aupro),
             100.0 * t.recall
         );
     }

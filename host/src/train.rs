@@ -11,12 +11,16 @@ use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use kensa_shared::preprocess::{Colour, Preprocess, Resize};
 
+use kensa_shared::tiling::Tiling;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use crate::anomaly::{padim::Padim, patchcore::PatchCore};
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Item, OnError, open_all};
 use crate::metrics;
 use crate::model::{
-    BATCH, Head, Scorer, Threshold, ThresholdRule, TrainedModel, TrainingSummary, extract_patches,
+    BATCH, Head, Scorer, Threshold, ThresholdRule, TrainedModel, TrainingSummary, crops, extract_patches,
 };
 
 /// The backbone shipped in `models/` (EfficientNet-Lite0 up to block 10, see its NOTICE).
@@ -24,6 +28,12 @@ pub const DEFAULT_BACKBONE: &[u8] = include_bytes!("../../models/efficientnet_li
 /// Feature outputs used by default: stride 8 and stride 16 (chosen by measurement, see
 /// docs/benchmarks.md).
 pub const DEFAULT_FEATURES: [&str; 2] = ["block4", "block10"];
+
+/// Default patch budget before the coreset: 2 M patches of 152 values are 1.2 GB.
+pub const DEFAULT_MAX_PATCHES: usize = 2_000_000;
+
+/// Images decoded and embedded at a time while gathering training patches.
+const GATHER_IMAGES: usize = 16;
 
 /// Which head to fit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +71,11 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Unreadable images: fail or skip.
     pub on_error: OnError,
+    /// Cut images into tiles (for images far larger than the model input).
+    pub tiling: Option<Tiling>,
+    /// PatchCore: most patches gathered before the coreset (a random share of each
+    /// image's patches beyond it), which bounds training memory for tiled images.
+    pub max_patches: usize,
 }
 
 impl Default for TrainOptions {
@@ -75,6 +90,8 @@ impl Default for TrainOptions {
             frr: 0.01,
             seed: 0,
             on_error: OnError::Fail,
+            tiling: None,
+            max_patches: DEFAULT_MAX_PATCHES,
         }
     }
 }
@@ -127,27 +144,58 @@ pub fn train(
         Preprocess { width: opts.size, height: opts.size, resize: Resize::Stretch, colour: opts.colour };
     let (fit_items, held_items) = split_holdout(&ds.train, opts.holdout);
     ensure!(fit_items.len() >= 2, "need at least 2 good training images, found {}", fit_items.len());
-    let load = |items: &[Item]| -> Result<Vec<DynamicImage>> {
-        Ok(open_all(items, opts.on_error)?.into_iter().map(|(_, img)| img).collect())
-    };
-    let fit_images = load(&fit_items)?;
     let backbone =
         Backbone::load(&opts.backbone, &opts.features, opts.size as usize, opts.size as usize, BATCH)?;
+    if let Some(t) = opts.tiling {
+        t.validate()?;
+    }
 
-    let pb = progress(fit_images.len(), "features");
-    let patches = extract_patches(&backbone, &pre, &fit_images, &|n| pb.inc(n as u64))?;
+    // Gather patches a few images at a time, so that only one group of decoded images (and
+    // their tiles) is in memory besides what is kept.
+    let pb = progress(fit_items.len(), "features");
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5EED);
+    let mut kept = Vec::new(); // Padim: whole grids
+    let (mut rows, mut dim) = (Vec::<f32>::new(), 0); // PatchCore: bank candidates
+    let mut images = 0;
+    for group in fit_items.chunks(GATHER_IMAGES) {
+        let opened = open_all(group, opts.on_error)?;
+        images += opened.len();
+        let crops: Vec<DynamicImage> = opened
+            .into_iter()
+            .flat_map(|(_, img)| crops(opts.tiling, &img).into_iter().map(|(_, c)| c))
+            .collect();
+        let per_image = crops.len().div_ceil(group.len().max(1));
+        let patches = extract_patches(&backbone, &pre, &crops, &|_| ())?;
+        pb.inc(group.len() as u64);
+        match opts.method {
+            Method::PatchCore { .. } => {
+                // Budget per crop so that the whole set stays within `max_patches`.
+                let budget = (opts.max_patches / (fit_items.len() * per_image).max(1)).max(1);
+                for p in &patches {
+                    dim = p.dim;
+                    if p.rows() <= budget {
+                        rows.extend_from_slice(&p.data);
+                    } else {
+                        for i in rand::seq::index::sample(&mut rng, p.rows(), budget) {
+                            rows.extend_from_slice(p.row(i));
+                        }
+                    }
+                }
+            }
+            Method::Padim { .. } => kept.extend(patches),
+        }
+    }
     pb.finish_and_clear();
-    drop(fit_images);
-    tracing::info!(images = patches.len(), seconds = started.elapsed().as_secs_f64(), "features extracted");
+    tracing::info!(images, seconds = started.elapsed().as_secs_f64(), "features extracted");
     let head_started = Instant::now();
 
     let head = match opts.method {
         Method::PatchCore { coreset } => {
             ensure!(coreset > 0.0 && coreset <= 1.0, "coreset ratio {coreset} must be in (0, 1]");
-            let total = patches.iter().map(|p| p.rows()).sum::<usize>();
+            let total = rows.len() / dim.max(1);
             let k = ((total as f64 * coreset).ceil() as usize).min(total);
             let pb = progress(k, "coreset");
-            let pc = PatchCore::fit(&patches, coreset, opts.seed, |i| {
+            let pc = PatchCore::fit(rows, dim, coreset, opts.seed, |i| {
                 if i % 64 == 0 {
                     pb.set_position(i as u64)
                 }
@@ -155,22 +203,23 @@ pub fn train(
             pb.finish_and_clear();
             Head::PatchCore(pc)
         }
-        Method::Padim { channels } => Head::Padim(Padim::fit(&patches, channels, opts.seed)?),
+        Method::Padim { channels } => Head::Padim(Padim::fit(&kept, channels, opts.seed)?),
     };
-    drop(patches);
+    drop(kept);
     tracing::info!(seconds = head_started.elapsed().as_secs_f64(), "{} head fitted", head.name());
 
     let mut model = TrainedModel {
         backbone: opts.backbone.clone(),
         features: opts.features.clone(),
         preprocess: pre,
+        tiling: opts.tiling,
         head,
         threshold: Threshold { value: f32::INFINITY, rule: ThresholdRule::Manual },
         training: TrainingSummary {
             dataset: dataset_name.to_string(),
-            images: fit_items.len(),
+            images,
             coreset_ratio: match opts.method {
-                Method::PatchCore { coreset } => Some(coreset),
+                Method::PatchCore { coreset, .. } => Some(coreset),
                 Method::Padim { .. } => None,
             },
             seed: opts.seed,

@@ -11,6 +11,7 @@
 
 pub mod preprocess;
 pub mod synth;
+pub mod tiling;
 pub mod verdict;
 pub mod wire;
 

@@ -90,6 +90,12 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// Draw `d` onto the part and its mask (for placing a defect of a chosen size).
+    pub fn add_debris(&mut self, d: Debris) {
+        paint(&mut self.image, &mut self.mask, &d);
+        self.debris.push(d);
+    }
+
     /// True when the sample contains a defect.
     pub fn is_defective(&self) -> bool {
         !self.debris.is_empty()

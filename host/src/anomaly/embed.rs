@@ -1,7 +1,7 @@
 //! Backbone feature maps → locally aware patch embeddings on one grid.
 //!
 //! Every operation here has an exact standard-ONNX twin (AveragePool with
-//! `count_include_pad = 1`, Resize `linear`/`half_pixel`, Concat), so the exported graph
+//! `count_include_pad = 1`, Resize `linear`/`asymmetric`, Concat), so the exported graph
 //! computes the same numbers: see `export`.
 
 use tract_onnx::prelude::tract_ndarray::Array3;
@@ -61,12 +61,16 @@ pub fn avg_pool(x: &Array3<f32>) -> Array3<f32> {
     out
 }
 
-/// Source index pair and weight for resizing `src` → `dst` cells with half-pixel centres.
+/// Source index pair and weight for resizing `src` → `dst` cells, cell `i` of the source
+/// sitting at `i · dst/src` of the destination (ONNX `asymmetric`). That is where a
+/// stride-s feature of a symmetrically padded CNN looks: its receptive field is centred
+/// on input pixel `s·i`, not `s·i + (s−1)/2` as half-pixel centres would assume, and the
+/// difference (4–8 px at stride 8–16) shifts every anomaly down and to the right.
 pub fn linear_taps(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
     let scale = src as f32 / dst as f32;
     (0..dst)
         .map(|i| {
-            let x = ((i as f32 + 0.5) * scale - 0.5).max(0.0);
+            let x = i as f32 * scale;
             let x0 = (x.floor() as usize).min(src - 1);
             let x1 = (x0 + 1).min(src - 1);
             (x0, x1, x - x0 as f32)
@@ -75,7 +79,7 @@ pub fn linear_taps(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
 }
 
 /// Bilinear resize of a row-major `sh`×`sw` plane to `dh`×`dw` (ONNX Resize, linear,
-/// half_pixel, no antialias).
+/// asymmetric, no antialias; edges clamp).
 pub fn resize_plane(src: &[f32], sh: usize, sw: usize, dh: usize, dw: usize) -> Vec<f32> {
     if (sh, sw) == (dh, dw) {
         return src.to_vec();
@@ -127,10 +131,10 @@ mod tests {
     }
 
     #[test]
-    fn half_pixel_upsampling_matches_hand_values() {
-        // 1-D [0, 1] upsampled ×2 with half-pixel centres: 0, 0.25, 0.75, 1.
+    fn upsampling_puts_cell_i_at_stride_times_i() {
+        // 1-D [0, 1] upsampled ×2: cell 0 at 0, cell 1 at 2, the edge clamps.
         let out = resize_plane(&[0.0, 1.0], 1, 2, 1, 4);
-        assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
+        assert_eq!(out, vec![0.0, 0.5, 1.0, 1.0]);
     }
 
     #[test]

@@ -48,9 +48,26 @@ pub fn blur(src: &[f32], h: usize, w: usize, taps: &[f32]) -> Vec<f32> {
     out
 }
 
+/// How far (input px) the receptive field of patch cell `i` sits before `stride · i`,
+/// right and down alike. Measured for the shipped EfficientNet-Lite0 by probing it with
+/// dots (`host/tests/alignment.rs`, which fails if this drifts); without the correction
+/// every anomaly is drawn this far down and to the right of the defect.
+pub const CELL_OFFSET: usize = 4;
+
+/// `plane` moved `by` px left and up, the last rows and columns repeating the edge.
+fn shift_up_left(plane: &[f32], h: usize, w: usize, by: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(plane.len());
+    for y in 0..h {
+        let sy = (y + by).min(h - 1);
+        out.extend((0..w).map(|x| plane[sy * w + (x + by).min(w - 1)]));
+    }
+    out
+}
+
 /// Full-resolution anomaly map from a patch-score grid.
 pub fn anomaly_map(grid: &[f32], gh: usize, gw: usize, h: usize, w: usize) -> Vec<f32> {
-    blur(&resize_plane(grid, gh, gw, h, w), h, w, &gaussian_taps(SIGMA))
+    let up = shift_up_left(&resize_plane(grid, gh, gw, h, w), h, w, CELL_OFFSET);
+    blur(&up, h, w, &gaussian_taps(SIGMA))
 }
 
 /// Image score: the map's maximum.
@@ -71,29 +88,54 @@ pub struct DefectBox {
     pub y1: u32,
     /// Highest map value inside the region.
     pub peak: f32,
-    /// Region area (px).
+    /// Area of the region at the threshold (px, map scale).
     pub area: u32,
 }
 
+/// Share of a region's height above the map median at which it is boxed. At 0.8 the
+/// box of a 12×40 px rectangle in a tiled 3872×3200 image lands within 5 px of its edges
+/// (`host/tests/tiling.rs`); at 0.5 the receptive field and blur add 20–40 px.
+pub const BOX_LEVEL: f32 = 0.8;
+
 /// Boxes around 8-connected regions of `map ≥ threshold`, strongest first.
+///
+/// A region is found at the threshold but boxed at [`BOX_LEVEL`] of its height above
+/// the map's median: the smoothing that makes maps robust also spreads a strong small
+/// defect far beyond its edges at threshold level, and a box should show where the
+/// defect is, not how far the blur reaches.
 pub fn defect_boxes(map: &[f32], w: usize, h: usize, threshold: f32) -> Vec<DefectBox> {
     let hot: Vec<bool> = map.iter().map(|&v| v >= threshold).collect();
     let (labels, n) = crate::metrics::label_regions(&hot, w, h);
-    let mut boxes: Vec<DefectBox> = (0..n)
-        .map(|_| DefectBox { x0: u32::MAX, y0: u32::MAX, x1: 0, y1: 0, peak: f32::NEG_INFINITY, area: 0 })
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut sorted = map.to_vec();
+    let mid = sorted.len() / 2;
+    let (_, &mut base, _) = sorted.select_nth_unstable_by(mid, f32::total_cmp);
+    let mut peak = vec![f32::NEG_INFINITY; n as usize];
+    let mut area = vec![0u32; n as usize];
+    for (&l, &v) in labels.iter().zip(map) {
+        if l > 0 {
+            peak[l as usize - 1] = peak[l as usize - 1].max(v);
+            area[l as usize - 1] += 1;
+        }
+    }
+    let mut boxes: Vec<DefectBox> = (0..n as usize)
+        .map(|i| DefectBox { x0: u32::MAX, y0: u32::MAX, x1: 0, y1: 0, peak: peak[i], area: area[i] })
         .collect();
-    for (i, &l) in labels.iter().enumerate() {
+    for (i, (&l, &v)) in labels.iter().zip(map).enumerate() {
         if l == 0 {
             continue;
         }
         let b = &mut boxes[l as usize - 1];
+        if v < threshold.max(base + BOX_LEVEL * (b.peak - base)) {
+            continue;
+        }
         let (x, y) = ((i % w) as u32, (i / w) as u32);
         b.x0 = b.x0.min(x);
         b.y0 = b.y0.min(y);
         b.x1 = b.x1.max(x);
         b.y1 = b.y1.max(y);
-        b.peak = b.peak.max(map[i]);
-        b.area += 1;
     }
     boxes.sort_by(|a, b| b.peak.total_cmp(&a.peak));
     boxes
@@ -113,8 +155,30 @@ mod tests {
         let b = defect_boxes(&m, w, h, 1.0);
         assert_eq!(b.len(), 2);
         assert_eq!((b[0].x0, b[0].y0, b[0].x1, b[0].y1, b[0].area), (7, 4, 7, 4, 1));
-        assert_eq!((b[1].x0, b[1].y0, b[1].x1, b[1].y1, b[1].peak), (1, 1, 2, 2, 3.0));
+        // Region (1,1),(2,1),(2,2); the median is 0, so pixels ≥ 2.4 are boxed.
+        assert_eq!((b[1].x0, b[1].y0, b[1].x1, b[1].y1, b[1].peak, b[1].area), (2, 1, 2, 2, 3.0, 3));
         assert!(defect_boxes(&m, w, h, 9.0).is_empty());
+    }
+
+    #[test]
+    fn boxes_hug_the_peak_not_the_blur() {
+        // A wide low shoulder above threshold around a narrow strong peak.
+        let (w, h) = (20, 20);
+        let mut m = vec![0.0f32; w * h];
+        for y in 3..17 {
+            for x in 3..17 {
+                m[y * w + x] = 2.0;
+            }
+        }
+        for y in 9..11 {
+            for x in 8..12 {
+                m[y * w + x] = 10.0;
+            }
+        }
+        let b = defect_boxes(&m, w, h, 1.0);
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].x0, b[0].y0, b[0].x1, b[0].y1), (8, 9, 11, 10));
+        assert_eq!(b[0].area, 14 * 14);
     }
 
     #[test]
@@ -135,6 +199,12 @@ mod tests {
         let b = blur(&p, 21, 21, &gaussian_taps(1.0));
         assert!(b[220] < 1.0 && b[221] > 0.0 && b[221] == b[219]);
         assert!((b.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{}", b.iter().sum::<f32>());
+    }
+
+    #[test]
+    fn shift_moves_content_up_left_and_repeats_the_edge() {
+        let p: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        assert_eq!(shift_up_left(&p, 3, 3, 1), vec![4.0, 5.0, 5.0, 7.0, 8.0, 8.0, 7.0, 8.0, 8.0]);
     }
 
     #[test]

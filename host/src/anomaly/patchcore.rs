@@ -122,7 +122,9 @@ pub fn coreset(x: &[f32], dim: usize, k: usize, seed: u64, mut progress: impl Fn
             .enumerate()
             .map(|(ci, ((md, near), rows))| {
                 let mut best = (0usize, i32::MIN);
-                for (i, ((m, a), row)) in md.iter_mut().zip(near.iter_mut()).zip(rows.chunks_exact(d)).enumerate() {
+                for (i, ((m, a), row)) in
+                    md.iter_mut().zip(near.iter_mut()).zip(rows.chunks_exact(d)).enumerate()
+                {
                     let may_move = match to_centre.get(*a as usize) {
                         Some(&ca) => ca < 4 * *m as i64,
                         None => true,
@@ -148,10 +150,8 @@ pub fn coreset(x: &[f32], dim: usize, k: usize, seed: u64, mut progress: impl Fn
 }
 
 impl PatchCore {
-    /// Build the bank from the training patches, keeping `ratio` of them (0 < ratio ≤ 1).
-    pub fn fit(train: &[Patches], ratio: f64, seed: u64, progress: impl FnMut(usize)) -> Self {
-        let dim = train[0].dim;
-        let all: Vec<f32> = train.iter().flat_map(|p| p.data.iter().copied()).collect();
+    /// Build the bank from candidate patch rows (`[n, dim]`), keeping `ratio` of them.
+    pub fn fit(all: Vec<f32>, dim: usize, ratio: f64, seed: u64, progress: impl FnMut(usize)) -> Self {
         let n = all.len() / dim;
         let k = ((n as f64 * ratio).ceil() as usize).clamp(1, n);
         let idx = coreset(&all, dim, k, seed, progress);

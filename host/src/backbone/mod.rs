@@ -171,6 +171,8 @@ pub fn cmd_import(
     scaling: InputScaling,
 ) -> Result<()> {
     let weights = read_state_dict(pth)?;
+    // pytorch-reader reads tensor data lazily from the path, so the checksum needs a second
+    // pass over the file (18 MB for EfficientNet-Lite0).
     let bytes = std::fs::read(pth).with_context(|| format!("reading {}", pth.display()))?;
     let provenance = format!(
         "{} sha256:{}",
@@ -181,7 +183,7 @@ pub fn cmd_import(
     let onnx = efficientnet::build(&weights, &spec, &provenance)
         .with_context(|| format!("building EfficientNet-Lite0 from {}", pth.display()))?;
     std::fs::write(out, &onnx).with_context(|| format!("writing {}", out.display()))?;
-    println!(
+    say!(
         "wrote {} ({:.1} MiB, sha256 {}), outputs: {}{}",
         out.display(),
         onnx.len() as f64 / (1 << 20) as f64,
@@ -231,7 +233,7 @@ pub fn classify(model: &Path, images: &[std::path::PathBuf]) -> Result<Vec<Vec<(
 pub fn cmd_classify(model: &Path, images: &[std::path::PathBuf]) -> Result<()> {
     for (path, top) in images.iter().zip(classify(model, images)?) {
         let classes: Vec<String> = top.iter().map(|(c, p)| format!("{c} ({:.1}%)", 100.0 * p)).collect();
-        println!("{}: {}", path.display(), classes.join(", "));
+        say!("{}: {}", path.display(), classes.join(", "));
     }
     Ok(())
 }

@@ -48,6 +48,42 @@ fn patchcore_finds_debris_and_writes_a_complete_report() {
     }
     let csv = std::fs::read_to_string(report.join("scores.csv")).unwrap();
     assert_eq!(csv.lines().count(), 21);
+
+    // `kensa predict` on the defective parts: decisions, boxes on the debris, overlays.
+    let pred = dir.path().join("pred");
+    let out = run_ok(
+        kensa()
+            .arg("predict")
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&pred)
+            .arg(data.join("test/debris")),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().filter(|l| l.contains("score")).count(), 10, "{stdout}");
+    let preds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pred.join("predictions.json")).unwrap()).unwrap();
+    let preds = preds.as_array().unwrap();
+    assert_eq!(preds.len(), 10);
+    let mut ng = 0;
+    for p in preds {
+        assert!(pred.join(p["overlay"].as_str().unwrap()).is_file(), "overlay missing for {p}");
+        if p["decision"] != "NG" {
+            continue;
+        }
+        ng += 1;
+        let file = std::path::Path::new(p["file"].as_str().unwrap());
+        let stem = file.file_stem().unwrap().to_string_lossy();
+        let mask = image::open(data.join(format!("ground_truth/debris/{stem}_mask.png"))).unwrap().to_luma8();
+        let b = &p["defects"][0];
+        let (x0, y0, x1, y1) = ["x0", "y0", "x1", "y1"].map(|k| b[k].as_u64().unwrap() as u32).into();
+        let hit = mask
+            .enumerate_pixels()
+            .any(|(x, y, v)| v[0] > 0 && x + 3 >= x0 && x <= x1 + 3 && y + 3 >= y0 && y <= y1 + 3);
+        assert!(hit, "{stem}: strongest box {b} misses the debris");
+    }
+    assert!(ng >= 5, "only {ng} of 10 defective parts judged NG");
 }
 
 #[test]

@@ -29,3 +29,22 @@ fn synth_rejects_unknown_surface_by_name() {
     let err = run_err(kensa().args(["synth", "--surface", "velvet", "--out"]).arg(dir.path()));
     assert!(err.contains("velvet") && err.contains("brushed-metal"), "{err}");
 }
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    // `kensa … | head` closes the pipe early; the command must not panic or fail.
+    let dir = tempdir();
+    let mut child = kensa()
+        .args(["synth", "--size", "128", "--train", "40", "--out"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kensa synth");
+    drop(child.stdout.take()); // the reader goes away before the one line is printed
+    let out = child.wait_with_output().expect("wait for kensa synth");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(dir.path().join("train/good/039.png").exists(), "the work itself was not done");
+}

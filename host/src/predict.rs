@@ -1,0 +1,113 @@
+//! `kensa predict`: score new images with a trained model, decide OK/NG, box the defects.
+//!
+//! Writes `predictions.json` (one record per image: score, decision, threshold and defect
+//! boxes in source-image pixels) and an overlay per image, and prints one line per image.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use kensa_shared::verdict::{Verdict, decide};
+use serde::Serialize;
+
+use crate::anomaly::map::DefectBox;
+use crate::dataset::{self, Item, Label, OnError};
+use crate::draw;
+use crate::model::Scorer;
+
+/// Images decoded and scored at a time (bounds memory for large images).
+const GROUP: usize = 16;
+
+/// The verdict on one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    /// Image file.
+    pub file: PathBuf,
+    /// Image size (px).
+    pub width: u32,
+    /// Image height (px).
+    pub height: u32,
+    /// Anomaly score (map maximum).
+    pub score: f32,
+    /// `OK`, `NG` (score ≥ threshold), or `uninspected` (the score is not a number).
+    pub decision: &'static str,
+    /// Threshold applied.
+    pub threshold: f32,
+    /// Regions of the map at or above the threshold, strongest first, in image pixels.
+    pub defects: Vec<DefectBox>,
+    /// Overlay written for this image, relative to the output folder.
+    pub overlay: String,
+}
+
+/// Image files named by `inputs`: files as given, folders expanded (sorted by name).
+pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            files.extend(dataset::list_images(p)?);
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            anyhow::bail!("no such image or folder: {}", p.display());
+        }
+    }
+    anyhow::ensure!(!files.is_empty(), "no images found in {inputs:?}");
+    Ok(files)
+}
+
+/// Score `files` and write `out/predictions.json` and `out/overlays/`. `each` is called
+/// per image as it is decided (for live output).
+pub fn run(
+    scorer: &Scorer,
+    files: &[PathBuf],
+    out: &Path,
+    on_error: OnError,
+    mut each: impl FnMut(&Prediction) -> Result<()>,
+) -> Result<Vec<Prediction>> {
+    let overlays = out.join("overlays");
+    std::fs::create_dir_all(&overlays).with_context(|| format!("creating {}", overlays.display()))?;
+    let threshold = scorer.model.threshold.value;
+    let mut all = Vec::with_capacity(files.len());
+    let mut used_names = std::collections::HashSet::new();
+    for group in files.chunks(GROUP) {
+        let items: Vec<Item> =
+            group.iter().map(|p| Item { path: p.clone(), label: Label::Good, mask: None }).collect();
+        let (items, images): (Vec<Item>, Vec<_>) = dataset::open_all(&items, on_error)?.into_iter().unzip();
+        let scored = scorer.score(&images, &|_| ())?;
+        for ((item, image), s) in items.iter().zip(&images).zip(&scored) {
+            let (w, h) = (image.width(), image.height());
+            let decision = match decide(s.score, threshold) {
+                Verdict::Ok => "OK",
+                Verdict::Ng => "NG",
+                Verdict::Uninspected => "uninspected",
+            };
+            let defects = if s.score.is_finite() { s.boxes(w, h, threshold) } else { Vec::new() };
+            // Boxes on the overlay are drawn at map scale.
+            let map_boxes = crate::anomaly::map::defect_boxes(&s.map, s.width, s.height, threshold);
+            let range = (threshold * 0.5, threshold.max(s.score));
+            let img = draw::overlay(&scorer.view(image, s), &s.map, range, None, &map_boxes);
+            let mut name = format!("{}.png", item.stem());
+            let mut k = 1;
+            while !used_names.insert(name.clone()) {
+                name = format!("{}-{k}.png", item.stem());
+                k += 1;
+            }
+            img.save(overlays.join(&name)).with_context(|| format!("writing overlay {name}"))?;
+            let p = Prediction {
+                file: item.path.clone(),
+                width: w,
+                height: h,
+                score: s.score,
+                decision,
+                threshold,
+                defects,
+                overlay: format!("overlays/{name}"),
+            };
+            each(&p)?;
+            all.push(p);
+        }
+    }
+    let json = out.join("predictions.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&all)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    Ok(all)
+}
