@@ -9,7 +9,7 @@ use kensa_shared::synth::{Surface, SynthSpec};
 
 use kensa_shared::tiling::Tiling;
 
-use crate::{backbone, dataset, eval, model, predict, report, synth, train};
+use crate::{backbone, bench, dataset, eval, model, predict, report, synth, train};
 
 /// Kensa: visual inspection for production lines.
 #[derive(Debug, Parser)]
@@ -42,6 +42,17 @@ enum Command {
     Eval(EvalArgs),
     /// Judge new images: OK/NG, score and defect boxes (JSON and overlays).
     Predict(PredictArgs),
+    /// Time scoring one image at a time on one thread, stage by stage.
+    Bench {
+        /// The trained model.
+        #[arg(short, long)]
+        model: PathBuf,
+        /// Images scored in turn (default: one generated part).
+        images: Vec<PathBuf>,
+        /// Images timed after the warm-up.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
     /// Generate a dataset of textured parts with rectangular debris (MVTec layout).
     Synth(SynthArgs),
     /// Print the wire-protocol version this build speaks.
@@ -170,6 +181,10 @@ struct TrainArgs {
     /// Overlap of neighbouring tiles (source px).
     #[arg(long, default_value_t = 64, requires = "tile")]
     tile_overlap: u32,
+    /// Share of the anomaly map (highest pixels) averaged into the image score; 0 takes
+    /// the single highest pixel.
+    #[arg(long, default_value_t = train::DEFAULT_SCORE_TOP_SHARE)]
+    score_top: f32,
     /// PatchCore: most patches gathered before the coreset (bounds memory).
     #[arg(long, default_value_t = train::DEFAULT_MAX_PATCHES)]
     max_patches: usize,
@@ -263,6 +278,7 @@ impl Cli {
                     on_error: a.data.on_error(),
                     tiling: a.tile.map(|tile| Tiling { tile, overlap: a.tile_overlap }),
                     max_patches: a.max_patches,
+                    score_top_share: a.score_top,
                     ..Default::default()
                 };
                 if let Some(b) = &a.backbone {
@@ -362,6 +378,24 @@ impl Cli {
                     ng,
                     a.out.join("predictions.json").display()
                 );
+                Ok(())
+            }
+            Command::Bench { model, images, runs } => {
+                let m = model::TrainedModel::load(&model)?;
+                let imgs = if images.is_empty() {
+                    let spec =
+                        SynthSpec::square(Surface::BrushedMetal, m.preprocess.width.max(m.preprocess.height));
+                    vec![image::DynamicImage::ImageLuma8(kensa_shared::synth::generate(&spec, 1, true).image)]
+                } else {
+                    predict::collect_inputs(&images)?
+                        .iter()
+                        .map(|p| dataset::open_image(p))
+                        .collect::<Result<Vec<_>>>()?
+                };
+                say!("{} model, {} image(s), {runs} runs, one thread, batch 1", m.head.name(), imgs.len());
+                for (stage, s) in bench::run(m, &imgs, runs)? {
+                    say!("{stage:>11}  p50 {:8.2} ms   p90 {:8.2} ms", s.p50_ms, s.p90_ms);
+                }
                 Ok(())
             }
             Command::Synth(a) => {

@@ -14,6 +14,7 @@ macro_rules! say {
 
 pub mod anomaly;
 pub mod backbone;
+pub mod bench;
 pub mod cli;
 pub mod dataset;
 pub mod draw;

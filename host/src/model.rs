@@ -111,6 +111,9 @@ pub struct TrainedModel {
     pub preprocess: Preprocess,
     /// Cut large images into tiles scored one by one (`None`: the whole image is resized).
     pub tiling: Option<Tiling>,
+    /// Share of a model input's map averaged into its score (see `map::image_score`); a
+    /// tiled image scores its highest tile.
+    pub score_top_share: f32,
     /// Scoring head.
     pub head: Head,
     /// Decision threshold.
@@ -229,6 +232,28 @@ impl Scored {
     }
 }
 
+/// Wall time of each scoring stage for one image.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// Resize and colour conversion.
+    pub preprocess: std::time::Duration,
+    /// CNN forward pass (tract).
+    pub backbone: std::time::Duration,
+    /// Pooling, alignment and concatenation of feature maps.
+    pub embed: std::time::Duration,
+    /// Nearest-neighbour search (PatchCore) or Mahalanobis distances (PaDiM).
+    pub head: std::time::Duration,
+    /// Upsampling, blur and image score.
+    pub map: std::time::Duration,
+}
+
+impl StageTimes {
+    /// Sum of the stages.
+    pub fn total(&self) -> std::time::Duration {
+        self.preprocess + self.backbone + self.embed + self.head + self.map
+    }
+}
+
 /// The training-time scoring pipeline.
 #[derive(Debug, Clone)]
 pub struct Scorer {
@@ -238,12 +263,51 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    /// Load the backbone for the model's input size.
+    /// Load the backbone for the model's input size, running [`BATCH`] images at a time.
     pub fn new(model: TrainedModel) -> Result<Self> {
+        Self::with_batch(model, BATCH)
+    }
+
+    /// Load the backbone running `batch` images at a time (1 for one image at a time:
+    /// a partly filled batch costs as much as a full one).
+    pub fn with_batch(model: TrainedModel, batch: usize) -> Result<Self> {
         let p = model.preprocess;
         let backbone =
-            Backbone::load(&model.backbone, &model.features, p.height as usize, p.width as usize, BATCH)?;
+            Backbone::load(&model.backbone, &model.features, p.height as usize, p.width as usize, batch)?;
         Ok(Self { backbone, model })
+    }
+
+    /// Score one (untiled) image on the calling thread, timing each stage.
+    pub fn score_timed(&self, img: &DynamicImage) -> Result<(Scored, StageTimes)> {
+        anyhow::ensure!(self.model.tiling.is_none(), "stage timing covers untiled models only");
+        let t0 = std::time::Instant::now();
+        let input = self.model.preprocess.apply(img);
+        let t1 = std::time::Instant::now();
+        let maps = self.backbone.run(&input, 1)?;
+        let t2 = std::time::Instant::now();
+        let patches = embed::embed(&maps[0]);
+        let t3 = std::time::Instant::now();
+        let grid = self.patch_scores(&patches);
+        let t4 = std::time::Instant::now();
+        let p = self.model.preprocess;
+        let m = map::anomaly_map(&grid, patches.h, patches.w, p.height as usize, p.width as usize);
+        let scored = Scored {
+            score: map::image_score(&m, self.model.score_top_share),
+            map: m,
+            width: p.width as usize,
+            height: p.height as usize,
+        };
+        let t5 = std::time::Instant::now();
+        Ok((
+            scored,
+            StageTimes {
+                preprocess: t1 - t0,
+                backbone: t2 - t1,
+                embed: t3 - t2,
+                head: t4 - t3,
+                map: t5 - t4,
+            },
+        ))
     }
 
     /// Patch-score grid of embedded patches.
@@ -286,7 +350,7 @@ impl Scorer {
         let p = self.model.preprocess;
         let (h, w) = (p.height as usize, p.width as usize);
         let m = map::anomaly_map(&self.patch_scores(pt), pt.h, pt.w, h, w);
-        Scored { score: map::image_score(&m), map: m, width: w, height: h }
+        Scored { score: map::image_score(&m, self.model.score_top_share), map: m, width: w, height: h }
     }
 
     fn score_tiled(&self, img: &DynamicImage) -> Result<Scored> {
@@ -301,7 +365,9 @@ impl Scorer {
         }
         let (width, height) = (st.width, st.height);
         let map = st.finish();
-        Ok(Scored { score: map::image_score(&map), map, width, height })
+        let score = maps.iter().map(|m| m.score).fold(f32::NEG_INFINITY, f32::max);
+        let score = if maps.iter().any(|m| m.score.is_nan()) { f32::NAN } else { score };
+        Ok(Scored { score, map, width, height })
     }
 
     /// The image as the map sees it (model input, or the whole image at map scale), for

@@ -32,6 +32,9 @@ pub const DEFAULT_FEATURES: [&str; 2] = ["block4", "block10"];
 /// Default patch budget before the coreset: 2 M patches of 152 values are 1.2 GB.
 pub const DEFAULT_MAX_PATCHES: usize = 2_000_000;
 
+/// Share of the anomaly map averaged into the image score (see `map::image_score`).
+pub const DEFAULT_SCORE_TOP_SHARE: f32 = 0.03;
+
 /// Images decoded and embedded at a time while gathering training patches.
 const GATHER_IMAGES: usize = 16;
 
@@ -73,6 +76,8 @@ pub struct TrainOptions {
     pub on_error: OnError,
     /// Cut images into tiles (for images far larger than the model input).
     pub tiling: Option<Tiling>,
+    /// Share of the map averaged into the image score (0: the maximum).
+    pub score_top_share: f32,
     /// PatchCore: most patches gathered before the coreset (a random share of each
     /// image's patches beyond it), which bounds training memory for tiled images.
     pub max_patches: usize,
@@ -91,6 +96,7 @@ impl Default for TrainOptions {
             seed: 0,
             on_error: OnError::Fail,
             tiling: None,
+            score_top_share: DEFAULT_SCORE_TOP_SHARE,
             max_patches: DEFAULT_MAX_PATCHES,
         }
     }
@@ -213,6 +219,7 @@ pub fn train(
         features: opts.features.clone(),
         preprocess: pre,
         tiling: opts.tiling,
+        score_top_share: opts.score_top_share,
         head,
         threshold: Threshold { value: f32::INFINITY, rule: ThresholdRule::Manual },
         training: TrainingSummary {

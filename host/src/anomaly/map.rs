@@ -1,10 +1,13 @@
-//! Patch scores → anomaly map at input resolution: bilinear upsampling then a Gaussian
-//! blur with reflected borders (σ = 4 px as in PatchCore), image score = map maximum.
+//! Patch scores → anomaly map at input resolution: bilinear upsampling, cell-offset
+//! correction, a Gaussian blur with reflected borders; image score from the map's top.
 
 use super::embed::resize_plane;
 
-/// Blur σ in input pixels.
-pub const SIGMA: f32 = 4.0;
+/// Blur σ in input pixels. PatchCore's 4 px was measured against 6 and 8 once cells were
+/// aligned (PatchCore 1 %, seed 0): battery_weld AUPRO 0.696 / 0.696 / 0.694, magnetic_tile
+/// 0.690 / 0.693 / 0.694, pixel AUROC rising with σ on both; 6 is the best on battery_weld
+/// and keeps boxes of small defects tight.
+pub const SIGMA: f32 = 6.0;
 
 /// Normalised 1-D Gaussian taps, radius `⌊4σ + 0.5⌋`.
 pub fn gaussian_taps(sigma: f32) -> Vec<f32> {
@@ -70,9 +73,25 @@ pub fn anomaly_map(grid: &[f32], gh: usize, gw: usize, h: usize, w: usize) -> Ve
     blur(&up, h, w, &gaussian_taps(SIGMA))
 }
 
-/// Image score: the map's maximum.
-pub fn image_score(map: &[f32]) -> f32 {
-    map.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+/// Image score: the mean of the highest `top_share` of the map's pixels (at least one,
+/// so 0 gives the maximum). Averaging the top 3 % rather than taking the single highest
+/// pixel measured better on both reference datasets (battery_weld image AUROC 0.948 →
+/// 0.962, magnetic_tile 0.958 → 0.967): one hot pixel on a good part is noise, a defect
+/// lights up an area.
+///
+/// A map holding NaN (a broken model) scores NaN, which the verdict turns into
+/// "uninspected" instead of a pass.
+pub fn image_score(map: &[f32], top_share: f32) -> f32 {
+    if map.is_empty() || map.iter().any(|v| v.is_nan()) {
+        return f32::NAN;
+    }
+    let k = ((top_share.clamp(0.0, 1.0) * map.len() as f32).round() as usize).clamp(1, map.len().max(1));
+    if k == 1 {
+        return map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    }
+    let mut v = map.to_vec();
+    v.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    v[..k].iter().sum::<f32>() / k as f32
 }
 
 /// A predicted defect: a connected region of the map at or above the threshold.
@@ -205,6 +224,15 @@ mod tests {
     fn shift_moves_content_up_left_and_repeats_the_edge() {
         let p: Vec<f32> = (0..9).map(|v| v as f32).collect();
         assert_eq!(shift_up_left(&p, 3, 3, 1), vec![4.0, 5.0, 5.0, 7.0, 8.0, 8.0, 7.0, 8.0, 8.0]);
+    }
+
+    #[test]
+    fn image_score_averages_the_top_share() {
+        let m: Vec<f32> = (0..100).map(|v| v as f32).collect();
+        assert_eq!(image_score(&m, 0.0), 99.0);
+        assert_eq!(image_score(&m, 0.03), 98.0); // mean of 97, 98, 99
+        assert!(image_score(&[1.0, f32::NAN], 0.0).is_nan());
+        assert!(image_score(&[], 0.03).is_nan());
     }
 
     #[test]
