@@ -1,6 +1,10 @@
 //! `kensa-fw`, the daemon on the edge box, as a library so tests can drive its core.
 //!
-//! Pure logic lives in modules with no I/O ([`schedule`]); hardware and the clock reach it
-//! through traits, and concrete Linux devices appear only in `main.rs`.
+//! Pure logic lives in modules with no I/O ([`schedule`], [`config`]); hardware and the
+//! clock reach it through traits ([`actuator`] over `OutputPin`, [`clock::Clock`]), and
+//! concrete Linux devices appear only in `main.rs`.
 
+pub mod actuator;
+pub mod clock;
+pub mod config;
 pub mod schedule;
