@@ -5,6 +5,7 @@
 //! concrete Linux devices appear only in `main.rs`.
 
 pub mod actuator;
+pub mod camera;
 pub mod clock;
 pub mod config;
 pub mod schedule;

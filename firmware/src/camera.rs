@@ -1,0 +1,241 @@
+//! Where frames come from, behind one trait: a V4L2 camera on the board, a folder of
+//! images, or a generated conveyor for demonstrations and tests.
+//!
+//! A source hands out frames; it does not keep time. The station stamps each frame on
+//! its clock and, for sources without a device clock (folder, synthetic), paces them at
+//! [`FrameSource::interval_us`].
+
+use std::path::{Path, PathBuf};
+
+use image::DynamicImage;
+use kensa_shared::synth::{SynthSpec, generate};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Frame number from the source, from 0.
+    pub seq: u64,
+    /// The pixels.
+    pub image: DynamicImage,
+    /// Known ground truth (generated parts only): `true` = carries a defect.
+    pub truth: Option<bool>,
+    /// Where the frame came from (file name, device), for logs.
+    pub origin: String,
+}
+
+/// Why no usable frame came.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The source has no more frames (a folder played once).
+    #[error("{0}: no more frames")]
+    End(String),
+    /// A frame arrived but cannot be decoded: the part it shows is uninspected.
+    #[error("frame {seq} from {origin} is corrupt: {reason}")]
+    Corrupt {
+        /// Frame number.
+        seq: u64,
+        /// File or device.
+        origin: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// The device is gone or not answering (unplugged camera): retry with backoff.
+    #[error("camera {device} lost: {reason}")]
+    Lost {
+        /// Device.
+        device: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A source of frames.
+pub trait FrameSource {
+    /// The next frame (blocking until the device delivers one, for cameras).
+    fn next_frame(&mut self) -> Result<Frame, FrameError>;
+
+    /// Frame period for sources the station must pace (µs); `None` when the device
+    /// delivers at its own rate.
+    fn interval_us(&self) -> Option<u64>;
+
+    /// Human-readable description for logs.
+    fn describe(&self) -> String;
+}
+
+fn interval(rate_hz: f64) -> u64 {
+    (1e6 / rate_hz).round().max(1.0) as u64
+}
+
+/// Generated parts from the `kensa synth` generator; a seeded share carry debris.
+#[derive(Debug)]
+pub struct SyntheticConveyor {
+    spec: SynthSpec,
+    defect_rate: f64,
+    rng: ChaCha8Rng,
+    seed: u64,
+    seq: u64,
+    interval_us: u64,
+}
+
+impl SyntheticConveyor {
+    /// Parts like `spec` at `rate_hz`, a `defect_rate` share defective, reproducible by `seed`.
+    pub fn new(spec: SynthSpec, rate_hz: f64, defect_rate: f64, seed: u64) -> Self {
+        Self {
+            spec,
+            defect_rate,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
+            seq: 0,
+            interval_us: interval(rate_hz),
+        }
+    }
+}
+
+impl FrameSource for SyntheticConveyor {
+    fn next_frame(&mut self) -> Result<Frame, FrameError> {
+        let defective = self.rng.random_bool(self.defect_rate.clamp(0.0, 1.0));
+        // Seeds far from `kensa synth`'s training seeds, so the line shows unseen parts.
+        let part_seed = self.seed.wrapping_mul(1_000_003).wrapping_add(0x5EED_0000 + self.seq);
+        let sample = generate(&self.spec, part_seed, defective);
+        let seq = self.seq;
+        self.seq += 1;
+        Ok(Frame {
+            seq,
+            image: DynamicImage::ImageLuma8(sample.image),
+            truth: Some(defective),
+            origin: format!("synthetic part {seq}"),
+        })
+    }
+
+    fn interval_us(&self) -> Option<u64> {
+        Some(self.interval_us)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "synthetic conveyor ({}, {}x{}, {:.0} % defective)",
+            self.spec.surface.name(),
+            self.spec.width,
+            self.spec.height,
+            100.0 * self.defect_rate
+        )
+    }
+}
+
+/// Images from a folder, in name order, once or looped.
+#[derive(Debug)]
+pub struct DirSource {
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+    looped: bool,
+    seq: u64,
+    interval_us: u64,
+}
+
+impl DirSource {
+    /// The images (png, jpg, bmp) in `dir`, played at `rate_hz`.
+    pub fn new(dir: &Path, rate_hz: f64, looped: bool) -> std::io::Result<Self> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp")
+                })
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} holds no png/jpg/bmp images", dir.display()),
+            ));
+        }
+        Ok(Self { dir: dir.to_path_buf(), files, looped, seq: 0, interval_us: interval(rate_hz) })
+    }
+}
+
+impl FrameSource for DirSource {
+    fn next_frame(&mut self) -> Result<Frame, FrameError> {
+        let n = self.files.len() as u64;
+        if !self.looped && self.seq >= n {
+            return Err(FrameError::End(self.dir.display().to_string()));
+        }
+        let path = &self.files[(self.seq % n) as usize];
+        let seq = self.seq;
+        self.seq += 1;
+        let origin = path.display().to_string();
+        let decoded = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| image::load_from_memory(&b).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(image) => Ok(Frame { seq, image, truth: None, origin }),
+            Err(reason) => Err(FrameError::Corrupt { seq, origin, reason }),
+        }
+    }
+
+    fn interval_us(&self) -> Option<u64> {
+        Some(self.interval_us)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} images from {}", self.files.len(), self.dir.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kensa_shared::synth::Surface;
+
+    #[test]
+    fn synthetic_conveyor_is_reproducible_and_mixes_defects() {
+        let spec = SynthSpec::square(Surface::Fabric, 64);
+        let run = || {
+            let mut s = SyntheticConveyor::new(spec, 10.0, 0.3, 7);
+            (0..40).map(|_| s.next_frame().unwrap()).collect::<Vec<_>>()
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(
+            a.iter().map(|f| f.truth).collect::<Vec<_>>(),
+            b.iter().map(|f| f.truth).collect::<Vec<_>>()
+        );
+        assert_eq!(a[5].image.as_bytes(), b[5].image.as_bytes());
+        let ng = a.iter().filter(|f| f.truth == Some(true)).count();
+        assert!((4..=20).contains(&ng), "{ng} of 40 defective at rate 0.3");
+        assert_eq!(a[39].seq, 39);
+        assert_eq!(SyntheticConveyor::new(spec, 4.0, 0.0, 0).interval_us(), Some(250_000));
+    }
+
+    #[test]
+    fn folder_plays_in_name_order_and_names_corrupt_files() {
+        let d = tempfile::tempdir().unwrap();
+        image::GrayImage::from_pixel(8, 8, image::Luma([10])).save(d.path().join("b.png")).unwrap();
+        image::GrayImage::from_pixel(8, 8, image::Luma([20])).save(d.path().join("a.png")).unwrap();
+        std::fs::write(d.path().join("c.png"), b"not a png").unwrap();
+        std::fs::write(d.path().join("notes.txt"), b"ignored").unwrap();
+        let mut s = DirSource::new(d.path(), 5.0, false).unwrap();
+        assert_eq!(s.next_frame().unwrap().image.to_luma8().get_pixel(0, 0)[0], 20);
+        assert_eq!(s.next_frame().unwrap().image.to_luma8().get_pixel(0, 0)[0], 10);
+        let err = s.next_frame().unwrap_err();
+        assert!(
+            matches!(err, FrameError::Corrupt { seq: 2, .. }) && err.to_string().contains("c.png"),
+            "{err}"
+        );
+        assert!(matches!(s.next_frame(), Err(FrameError::End(_))));
+
+        let mut looped = DirSource::new(d.path(), 5.0, true).unwrap();
+        for _ in 0..3 {
+            let _ = looped.next_frame();
+        }
+        assert_eq!(looped.next_frame().unwrap().seq, 3, "looping restarts at the first file");
+    }
+
+    #[test]
+    fn an_empty_folder_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let err = DirSource::new(d.path(), 5.0, true).unwrap_err();
+        assert!(err.to_string().contains(&d.path().display().to_string()), "{err}");
+    }
+}
