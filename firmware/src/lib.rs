@@ -9,3 +9,4 @@ pub mod camera;
 pub mod clock;
 pub mod config;
 pub mod schedule;
+pub mod station;

@@ -1,0 +1,323 @@
+//! One inspection station: frame in → score → verdict → reject scheduled, with the
+//! fail-safe policy applied to every part that could not be inspected.
+//!
+//! No I/O of its own: the model is an [`Inspector`], the pusher an `OutputPin`, time a
+//! [`Clock`]. The daemon feeds it frames; tests feed it frames and move the clock.
+
+use std::collections::VecDeque;
+
+use embedded_hal::digital::OutputPin;
+use image::DynamicImage;
+use kensa_shared::verdict::{Verdict, decide};
+
+use crate::actuator::Pusher;
+use crate::camera::{Frame, FrameError};
+use crate::clock::Clock;
+use crate::config::Uninspected;
+use crate::schedule::{Outcome, RejectScheduler};
+
+/// Scores a part image.
+pub trait Inspector {
+    /// Anomaly score of `image` (higher = more defective), or why it could not be scored.
+    fn score(&mut self, image: &DynamicImage) -> Result<f32, String>;
+    /// NG when `score ≥ threshold`.
+    fn threshold(&self) -> f32;
+}
+
+/// What was done with a part.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    /// Left on the belt.
+    Pass,
+    /// Pusher pulse planned (or merged into one).
+    Reject(Outcome),
+    /// Could not be pushed in time and the policy stops the line.
+    StopLine,
+}
+
+/// The record of one part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartResult {
+    /// Frame number.
+    pub seq: u64,
+    /// Capture time (µs).
+    pub captured_us: u64,
+    /// Decision time (µs).
+    pub decided_us: u64,
+    /// Score, when the part was scored.
+    pub score: Option<f32>,
+    /// OK / NG / uninspected.
+    pub verdict: Verdict,
+    /// What happened to the part.
+    pub action: Action,
+    /// Why it was uninspected, if it was.
+    pub fault: Option<String>,
+    /// Ground truth, when the source knows it.
+    pub truth: Option<bool>,
+}
+
+/// Running totals for diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Parts seen.
+    pub parts: u64,
+    /// Judged OK.
+    pub ok: u64,
+    /// Judged NG.
+    pub ng: u64,
+    /// Not inspected (corrupt frame, model error, invalid score).
+    pub uninspected: u64,
+    /// Reject pulses planned or merged.
+    pub rejects: u64,
+    /// Rejects that came too late to fire.
+    pub late: u64,
+    /// Times the line-stop was raised.
+    pub line_stops: u64,
+}
+
+/// Results kept for the diagnostics link.
+pub const RECENT: usize = 64;
+
+/// An inspection station.
+pub struct Station<I, P, C> {
+    inspector: I,
+    pusher: Pusher<P>,
+    scheduler: RejectScheduler,
+    clock: C,
+    policy: Uninspected,
+    counters: Counters,
+    recent: VecDeque<PartResult>,
+    line_stopped: bool,
+}
+
+impl<I: Inspector, P: OutputPin, C: Clock> Station<I, P, C> {
+    /// A station rejecting through `pusher` on `scheduler`'s timing.
+    pub fn new(
+        inspector: I,
+        pusher: Pusher<P>,
+        scheduler: RejectScheduler,
+        clock: C,
+        policy: Uninspected,
+    ) -> Self {
+        Self {
+            inspector,
+            pusher,
+            scheduler,
+            clock,
+            policy,
+            counters: Counters::default(),
+            recent: VecDeque::with_capacity(RECENT),
+            line_stopped: false,
+        }
+    }
+
+    /// Judge the part captured at `captured_us` (the frame, or why there is none).
+    pub fn handle(&mut self, captured_us: u64, frame: Result<Frame, FrameError>) -> PartResult {
+        let (seq, truth, scored) = match frame {
+            Ok(f) => {
+                (f.seq, f.truth, self.inspector.score(&f.image).map_err(|e| format!("model error: {e}")))
+            }
+            Err(e @ FrameError::Corrupt { seq, .. }) => (seq, None, Err(e.to_string())),
+            Err(e) => (u64::MAX, None, Err(e.to_string())),
+        };
+        let (score, verdict, fault) = match scored {
+            Ok(s) => {
+                let v = decide(s, self.inspector.threshold());
+                let fault = (v == Verdict::Uninspected).then(|| format!("score {s} is not a number"));
+                (Some(s), v, fault)
+            }
+            Err(fault) => (None, Verdict::Uninspected, Some(fault)),
+        };
+        let now = self.clock.now_us();
+        self.counters.parts += 1;
+        match verdict {
+            Verdict::Ok => self.counters.ok += 1,
+            Verdict::Ng => self.counters.ng += 1,
+            Verdict::Uninspected => self.counters.uninspected += 1,
+        }
+        let reject = match verdict {
+            Verdict::Ok => false,
+            Verdict::Ng => true,
+            Verdict::Uninspected => self.policy == Uninspected::Reject,
+        };
+        let action = if reject {
+            match self.scheduler.reject(captured_us, now) {
+                Outcome::Late { .. } => {
+                    self.counters.late += 1;
+                    self.stop_line()
+                }
+                o => {
+                    self.counters.rejects += 1;
+                    Action::Reject(o)
+                }
+            }
+        } else if verdict == Verdict::Uninspected {
+            self.stop_line()
+        } else {
+            Action::Pass
+        };
+        let r = PartResult { seq, captured_us, decided_us: now, score, verdict, action, fault, truth };
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(r.clone());
+        r
+    }
+
+    /// A part that must leave the belt and cannot be pushed: stop the line.
+    fn stop_line(&mut self) -> Action {
+        if !self.line_stopped {
+            self.counters.line_stops += 1;
+            tracing::error!("raising line stop: a part could not be inspected or rejected in time");
+        }
+        self.line_stopped = true;
+        Action::StopLine
+    }
+
+    /// Fire the pusher edges due now; call often (at least every millisecond).
+    pub fn tick(&mut self) -> Result<(), P::Error> {
+        let now = self.clock.now_us();
+        self.pusher.drive(&mut self.scheduler, now).map(|_| ())
+    }
+
+    /// When `tick` next has work (µs), if any pulse is planned.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.scheduler.next_deadline()
+    }
+
+    /// Whether the line-stop is raised (cleared by an operator through diagnostics).
+    pub fn line_stopped(&self) -> bool {
+        self.line_stopped
+    }
+
+    /// Clear the line-stop.
+    pub fn clear_line_stop(&mut self) {
+        self.line_stopped = false;
+    }
+
+    /// Totals so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The last [`RECENT`] results, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &PartResult> {
+        self.recent.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::SimPin;
+    use crate::clock::ManualClock;
+    use crate::schedule::BeltTiming;
+
+    /// Scores a frame by its mean grey level; fails on frames marked 13.
+    struct MeanGrey;
+
+    impl Inspector for MeanGrey {
+        fn score(&mut self, image: &DynamicImage) -> Result<f32, String> {
+            let g = image.to_luma8();
+            let mean = g.pixels().map(|p| p[0] as f32).sum::<f32>() / g.len() as f32;
+            if mean == 13.0 { Err("tensor shape mismatch".into()) } else { Ok(mean) }
+        }
+        fn threshold(&self) -> f32 {
+            100.0
+        }
+    }
+
+    const T: BeltTiming =
+        BeltTiming { delay_us: 500_000, width_us: 40_000, min_gap_us: 10_000, lead_us: 1_000 };
+
+    fn frame(seq: u64, grey: u8) -> Result<Frame, FrameError> {
+        Ok(Frame {
+            seq,
+            image: DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, image::Luma([grey]))),
+            truth: None,
+            origin: format!("test {seq}"),
+        })
+    }
+
+    fn station(
+        policy: Uninspected,
+    ) -> (Station<MeanGrey, SimPin<ManualClock>, ManualClock>, ManualClock, SimPin<ManualClock>) {
+        let clock = ManualClock::default();
+        let pin = SimPin::new(clock.clone());
+        let pusher = Pusher::new(pin.clone(), false).unwrap();
+        (Station::new(MeanGrey, pusher, RejectScheduler::new(T), clock.clone(), policy), clock, pin)
+    }
+
+    fn run_until(st: &mut Station<MeanGrey, SimPin<ManualClock>, ManualClock>, clock: &ManualClock, t: u64) {
+        while clock.now_us() < t {
+            clock.advance(250);
+            st.tick().unwrap();
+        }
+    }
+
+    #[test]
+    fn ng_and_uninspected_parts_are_pushed_ok_parts_pass() {
+        let (mut st, clock, pin) = station(Uninspected::Reject);
+        let frames = [frame(0, 50), frame(1, 200), frame(2, 13), frame(3, 60)];
+        let corrupt = FrameError::Corrupt { seq: 4, origin: "cam".into(), reason: "truncated JPEG".into() };
+        let mut results = Vec::new();
+        for (i, f) in frames.into_iter().chain([Err(corrupt)]).enumerate() {
+            let cap = i as u64 * 100_000;
+            run_until(&mut st, &clock, cap + 30_000); // inference takes 30 ms
+            results.push(st.handle(cap, f));
+        }
+        run_until(&mut st, &clock, 2_000_000);
+        let verdicts: Vec<Verdict> = results.iter().map(|r| r.verdict).collect();
+        let (ok, ng, none) = (Verdict::Ok, Verdict::Ng, Verdict::Uninspected);
+        assert_eq!(verdicts, [ok, ng, none, ok, none]);
+        assert!(results[2].fault.as_deref().unwrap().contains("tensor shape mismatch"));
+        assert!(results[4].fault.as_deref().unwrap().contains("truncated JPEG"));
+        let rising: Vec<u64> = pin.log().lock().unwrap().iter().filter(|e| e.1).map(|e| e.0).collect();
+        // Parts 1, 2 and 4 leave the belt at capture + 500 ms (±1 ms).
+        let want = [100_000 + 500_000, 200_000 + 500_000, 400_000 + 500_000];
+        assert_eq!(rising.len(), 3, "{rising:?}");
+        for (r, w) in rising.iter().zip(want) {
+            assert!(r.abs_diff(w) <= 1_000, "pulse at {r}, want {w}");
+        }
+        let c = st.counters();
+        assert_eq!((c.parts, c.ok, c.ng, c.uninspected, c.rejects, c.late), (5, 2, 1, 2, 3, 0));
+        assert!(!st.line_stopped());
+        assert_eq!(st.recent().count(), 5);
+    }
+
+    #[test]
+    fn a_late_ng_decision_stops_the_line_instead_of_passing_silently() {
+        let (mut st, clock, pin) = station(Uninspected::Reject);
+        run_until(&mut st, &clock, 600_000); // inference stalled past the pusher
+        let r = st.handle(0, frame(0, 250));
+        assert_eq!((r.verdict, r.action), (Verdict::Ng, Action::StopLine));
+        assert!(st.line_stopped());
+        assert_eq!(st.counters().late, 1);
+        run_until(&mut st, &clock, 2_000_000);
+        assert_eq!(pin.log().lock().unwrap().len(), 1, "no pulse fired for the late part");
+    }
+
+    #[test]
+    fn stop_line_policy_stops_for_uninspected_parts() {
+        let (mut st, clock, _) = station(Uninspected::StopLine);
+        run_until(&mut st, &clock, 10_000);
+        let r =
+            st.handle(0, Err(FrameError::Lost { device: "/dev/video0".into(), reason: "unplugged".into() }));
+        assert_eq!((r.verdict, r.action), (Verdict::Uninspected, Action::StopLine));
+        assert_eq!(st.counters().line_stops, 1);
+        st.clear_line_stop();
+        assert!(!st.line_stopped());
+    }
+
+    #[test]
+    fn the_recent_ring_keeps_the_last_results() {
+        let (mut st, clock, _) = station(Uninspected::Reject);
+        for i in 0..(RECENT as u64 + 10) {
+            clock.advance(1_000);
+            st.handle(clock.now_us(), frame(i, 10));
+        }
+        let seqs: Vec<u64> = st.recent().map(|r| r.seq).collect();
+        assert_eq!(seqs.len(), RECENT);
+        assert_eq!(seqs[0], 10);
+    }
+}
