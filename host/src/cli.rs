@@ -9,7 +9,7 @@ use kensa_shared::synth::{Surface, SynthSpec};
 
 use kensa_shared::tiling::Tiling;
 
-use crate::{backbone, bench, dataset, eval, model, predict, report, synth, train};
+use crate::{backbone, bench, dataset, eval, export, model, predict, report, synth, train};
 
 /// Kensa: visual inspection for production lines.
 #[derive(Debug, Parser)]
@@ -42,6 +42,20 @@ enum Command {
     Eval(EvalArgs),
     /// Judge new images: OK/NG, score and defect boxes (JSON and overlays).
     Predict(PredictArgs),
+    /// Write a trained model as a model package for the box (one ONNX graph + manifest).
+    Export {
+        /// The trained model.
+        #[arg(short, long)]
+        model: PathBuf,
+        /// The package to write (`.kpkg`).
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Print a package's manifest and verify its checksum.
+    InspectPackage {
+        /// The package.
+        package: PathBuf,
+    },
     /// Time scoring one image at a time on one thread, stage by stage.
     Bench {
         /// The trained model.
@@ -378,6 +392,47 @@ impl Cli {
                     ng,
                     a.out.join("predictions.json").display()
                 );
+                Ok(())
+            }
+            Command::Export { model, out } => {
+                let m = model::TrainedModel::load(&model)?;
+                let pkg = export::package(&m, Vec::new())?;
+                let bytes = pkg.to_bytes();
+                std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+                say!(
+                    "wrote {} ({:.1} MiB, {} fp32, threshold {:.4}, graph sha256 {})",
+                    out.display(),
+                    bytes.len() as f64 / (1 << 20) as f64,
+                    pkg.manifest.kind,
+                    pkg.manifest.threshold,
+                    pkg.manifest.onnx_sha256
+                );
+                Ok(())
+            }
+            Command::InspectPackage { package } => {
+                let bytes = std::fs::read(&package)
+                    .with_context(|| format!("reading package {}", package.display()))?;
+                let pkg = kensa_shared::package::Package::from_bytes(&bytes)
+                    .with_context(|| format!("package {}", package.display()))?;
+                let m = &pkg.manifest;
+                say!("{}: {} bytes, checksum OK", package.display(), bytes.len());
+                say!("kind        {} ({:?})", m.kind, m.precision);
+                say!(
+                    "input       {}x{} {:?} {:?}",
+                    m.preprocess.width,
+                    m.preprocess.height,
+                    m.preprocess.colour,
+                    m.preprocess.resize
+                );
+                say!("tiling      {:?}", m.tiling);
+                say!("threshold   {:.4} ({})", m.threshold, m.threshold_rule);
+                say!("score       {}", m.score);
+                say!("training    {}", m.training);
+                say!("graph       {} bytes, sha256 {}", pkg.onnx.len(), m.onnx_sha256);
+                say!("created     {} (unix)", m.created_unix);
+                for (k, v) in &m.metrics {
+                    say!("metric      {k} = {v:.4}");
+                }
                 Ok(())
             }
             Command::Bench { model, images, runs } => {

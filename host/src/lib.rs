@@ -19,6 +19,7 @@ pub mod cli;
 pub mod dataset;
 pub mod draw;
 pub mod eval;
+pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod onnx;

@@ -32,6 +32,8 @@ pub enum Attr {
     Ints(Vec<i64>),
     /// Float.
     Float(f32),
+    /// String.
+    Str(&'static str),
 }
 
 /// Accumulates nodes and initialisers; [`GraphBuilder::finish`] yields the model bytes.
@@ -45,6 +47,26 @@ impl GraphBuilder {
     /// An empty graph with `name`.
     pub fn new(name: &str) -> Self {
         Self { graph: GraphProto { name: name.into(), ..Default::default() }, counter: 0 }
+    }
+
+    /// Continue an existing graph (e.g. a backbone) with its inputs, nodes and
+    /// initialisers; its outputs are dropped so the caller declares the new ones.
+    pub fn extend(onnx: &[u8]) -> Result<Self, prost::DecodeError> {
+        let model = ModelProto::decode(onnx)?;
+        let mut graph = model.graph.unwrap_or_default();
+        graph.output.clear();
+        // Fresh names continue far above any the first graph could hold.
+        Ok(Self { graph, counter: 1_000_000 })
+    }
+
+    /// Names of the graph inputs, in order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.graph.input.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// Drop the graph input `name` (to feed it from a node instead).
+    pub fn remove_input(&mut self, name: &str) {
+        self.graph.input.retain(|i| i.name != name);
     }
 
     /// A name not used before, built from `prefix`.
@@ -167,6 +189,10 @@ fn attribute(name: &str, a: &Attr) -> AttributeProto {
         Attr::Float(f) => {
             p.r#type = AttributeType::Float as i32;
             p.f = *f;
+        }
+        Attr::Str(v) => {
+            p.r#type = AttributeType::String as i32;
+            p.s = v.as_bytes().to_vec();
         }
     }
     p

@@ -9,6 +9,7 @@
 //! peers refuse a version they do not speak instead of misreading bytes.
 #![deny(missing_docs)]
 
+pub mod package;
 pub mod preprocess;
 pub mod synth;
 pub mod tiling;
