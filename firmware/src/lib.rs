@@ -8,5 +8,6 @@ pub mod actuator;
 pub mod camera;
 pub mod clock;
 pub mod config;
+pub mod model;
 pub mod schedule;
 pub mod station;

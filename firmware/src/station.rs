@@ -2,7 +2,9 @@
 //! fail-safe policy applied to every part that could not be inspected.
 //!
 //! No I/O of its own: the model is an [`Inspector`], the pusher an `OutputPin`, time a
-//! [`Clock`]. The daemon feeds it frames; tests feed it frames and move the clock.
+//! [`Clock`]. Scoring ([`inspect`]) is apart from deciding ([`Station::decide`]) so the
+//! daemon can score on a worker thread while the thread owning the station keeps the
+//! pusher on time; tests call both and move the clock by hand.
 
 use std::collections::VecDeque;
 
@@ -22,6 +24,30 @@ pub trait Inspector {
     fn score(&mut self, image: &DynamicImage) -> Result<f32, String>;
     /// NG when `score ≥ threshold`.
     fn threshold(&self) -> f32;
+}
+
+/// A part after the model: its frame number, ground truth if known, and score or fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspected {
+    /// Frame number (`u64::MAX` when no frame came).
+    pub seq: u64,
+    /// Ground truth, when the source knows it.
+    pub truth: Option<bool>,
+    /// The score, or why there is none.
+    pub score: Result<f32, String>,
+}
+
+/// Score `frame` (or carry the reason there is no frame).
+pub fn inspect<I: Inspector>(inspector: &mut I, frame: Result<Frame, FrameError>) -> Inspected {
+    match frame {
+        Ok(f) => Inspected {
+            seq: f.seq,
+            truth: f.truth,
+            score: inspector.score(&f.image).map_err(|e| format!("model error: {e}")),
+        },
+        Err(e @ FrameError::Corrupt { seq, .. }) => Inspected { seq, truth: None, score: Err(e.to_string()) },
+        Err(e) => Inspected { seq: u64::MAX, truth: None, score: Err(e.to_string()) },
+    }
 }
 
 /// What was done with a part.
@@ -79,8 +105,8 @@ pub struct Counters {
 pub const RECENT: usize = 64;
 
 /// An inspection station.
-pub struct Station<I, P, C> {
-    inspector: I,
+pub struct Station<P, C> {
+    threshold: f32,
     pusher: Pusher<P>,
     scheduler: RejectScheduler,
     clock: C,
@@ -90,17 +116,18 @@ pub struct Station<I, P, C> {
     line_stopped: bool,
 }
 
-impl<I: Inspector, P: OutputPin, C: Clock> Station<I, P, C> {
-    /// A station rejecting through `pusher` on `scheduler`'s timing.
+impl<P: OutputPin, C: Clock> Station<P, C> {
+    /// A station judging scores against `threshold`, rejecting through `pusher` on
+    /// `scheduler`'s timing.
     pub fn new(
-        inspector: I,
+        threshold: f32,
         pusher: Pusher<P>,
         scheduler: RejectScheduler,
         clock: C,
         policy: Uninspected,
     ) -> Self {
         Self {
-            inspector,
+            threshold,
             pusher,
             scheduler,
             clock,
@@ -111,18 +138,12 @@ impl<I: Inspector, P: OutputPin, C: Clock> Station<I, P, C> {
         }
     }
 
-    /// Judge the part captured at `captured_us` (the frame, or why there is none).
-    pub fn handle(&mut self, captured_us: u64, frame: Result<Frame, FrameError>) -> PartResult {
-        let (seq, truth, scored) = match frame {
-            Ok(f) => {
-                (f.seq, f.truth, self.inspector.score(&f.image).map_err(|e| format!("model error: {e}")))
-            }
-            Err(e @ FrameError::Corrupt { seq, .. }) => (seq, None, Err(e.to_string())),
-            Err(e) => (u64::MAX, None, Err(e.to_string())),
-        };
+    /// Decide on the part captured at `captured_us` and act on it.
+    pub fn decide(&mut self, captured_us: u64, part: Inspected) -> PartResult {
+        let Inspected { seq, truth, score: scored } = part;
         let (score, verdict, fault) = match scored {
             Ok(s) => {
-                let v = decide(s, self.inspector.threshold());
+                let v = decide(s, self.threshold);
                 let fault = (v == Verdict::Uninspected).then(|| format!("score {s} is not a number"));
                 (Some(s), v, fault)
             }
@@ -239,16 +260,26 @@ mod tests {
         })
     }
 
-    fn station(
-        policy: Uninspected,
-    ) -> (Station<MeanGrey, SimPin<ManualClock>, ManualClock>, ManualClock, SimPin<ManualClock>) {
+    type TestStation = Station<SimPin<ManualClock>, ManualClock>;
+
+    fn station(policy: Uninspected) -> (TestStation, ManualClock, SimPin<ManualClock>) {
         let clock = ManualClock::default();
         let pin = SimPin::new(clock.clone());
         let pusher = Pusher::new(pin.clone(), false).unwrap();
-        (Station::new(MeanGrey, pusher, RejectScheduler::new(T), clock.clone(), policy), clock, pin)
+        (
+            Station::new(MeanGrey.threshold(), pusher, RejectScheduler::new(T), clock.clone(), policy),
+            clock,
+            pin,
+        )
     }
 
-    fn run_until(st: &mut Station<MeanGrey, SimPin<ManualClock>, ManualClock>, clock: &ManualClock, t: u64) {
+    /// Score and decide in one go, as the tests need no worker thread.
+    fn handle(st: &mut TestStation, captured_us: u64, frame: Result<Frame, FrameError>) -> PartResult {
+        let part = inspect(&mut MeanGrey, frame);
+        st.decide(captured_us, part)
+    }
+
+    fn run_until(st: &mut TestStation, clock: &ManualClock, t: u64) {
         while clock.now_us() < t {
             clock.advance(250);
             st.tick().unwrap();
@@ -264,7 +295,7 @@ mod tests {
         for (i, f) in frames.into_iter().chain([Err(corrupt)]).enumerate() {
             let cap = i as u64 * 100_000;
             run_until(&mut st, &clock, cap + 30_000); // inference takes 30 ms
-            results.push(st.handle(cap, f));
+            results.push(handle(&mut st, cap, f));
         }
         run_until(&mut st, &clock, 2_000_000);
         let verdicts: Vec<Verdict> = results.iter().map(|r| r.verdict).collect();
@@ -289,7 +320,7 @@ mod tests {
     fn a_late_ng_decision_stops_the_line_instead_of_passing_silently() {
         let (mut st, clock, pin) = station(Uninspected::Reject);
         run_until(&mut st, &clock, 600_000); // inference stalled past the pusher
-        let r = st.handle(0, frame(0, 250));
+        let r = handle(&mut st, 0, frame(0, 250));
         assert_eq!((r.verdict, r.action), (Verdict::Ng, Action::StopLine));
         assert!(st.line_stopped());
         assert_eq!(st.counters().late, 1);
@@ -301,8 +332,11 @@ mod tests {
     fn stop_line_policy_stops_for_uninspected_parts() {
         let (mut st, clock, _) = station(Uninspected::StopLine);
         run_until(&mut st, &clock, 10_000);
-        let r =
-            st.handle(0, Err(FrameError::Lost { device: "/dev/video0".into(), reason: "unplugged".into() }));
+        let r = handle(
+            &mut st,
+            0,
+            Err(FrameError::Lost { device: "/dev/video0".into(), reason: "unplugged".into() }),
+        );
         assert_eq!((r.verdict, r.action), (Verdict::Uninspected, Action::StopLine));
         assert_eq!(st.counters().line_stops, 1);
         st.clear_line_stop();
@@ -314,7 +348,7 @@ mod tests {
         let (mut st, clock, _) = station(Uninspected::Reject);
         for i in 0..(RECENT as u64 + 10) {
             clock.advance(1_000);
-            st.handle(clock.now_us(), frame(i, 10));
+            handle(&mut st, clock.now_us(), frame(i, 10));
         }
         let seqs: Vec<u64> = st.recent().map(|r| r.seq).collect();
         assert_eq!(seqs.len(), RECENT);

@@ -182,12 +182,12 @@ impl PatchCore {
                 1.0,
                 par,
             );
-            for (i, b) in best.iter_mut().enumerate() {
-                for (j, n) in bn.iter().enumerate() {
-                    let d2 = qn[i] + n - 2.0 * dots[(i, j)];
-                    if d2 < *b {
-                        *b = d2;
-                    }
+            // Column by column: faer matrices are column-major, so this walks memory in
+            // order and vectorises.
+            for (j, n) in bn.iter().enumerate() {
+                let col = dots.col(j).try_as_col_major().expect("contiguous column").as_slice();
+                for ((b, q), d) in best.iter_mut().zip(&qn).zip(col) {
+                    *b = b.min(q + n - 2.0 * d);
                 }
             }
         }
