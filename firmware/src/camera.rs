@@ -64,6 +64,20 @@ pub trait FrameSource {
     fn describe(&self) -> String;
 }
 
+impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
+    fn next_frame(&mut self) -> Result<Frame, FrameError> {
+        (**self).next_frame()
+    }
+
+    fn interval_us(&self) -> Option<u64> {
+        (**self).interval_us()
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
 fn interval(rate_hz: f64) -> u64 {
     (1e6 / rate_hz).round().max(1.0) as u64
 }

@@ -8,6 +8,7 @@ pub mod actuator;
 pub mod camera;
 pub mod clock;
 pub mod config;
+pub mod line;
 pub mod model;
 pub mod schedule;
 pub mod station;

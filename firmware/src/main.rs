@@ -1,17 +1,232 @@
 //! `kensa-fw`: read the configuration, build the concrete devices, run the line.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-/// Kensa edge daemon.
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use embedded_hal::digital::OutputPin;
+use kensa_fw::actuator::{Pusher, SimPin};
+use kensa_fw::camera::{DirSource, FrameSource, SyntheticConveyor};
+use kensa_fw::clock::{Clock, MonotonicClock};
+use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output};
+use kensa_fw::line::{self, Retry, RunLimits, Summary};
+use kensa_fw::model::Model;
+use kensa_fw::schedule::RejectScheduler;
+use kensa_fw::station::{Action, PartResult, Station};
+use kensa_shared::synth::{Surface, SynthSpec};
+use kensa_shared::verdict::Verdict;
+
+/// The model the simulation runs when none is given: PatchCore trained on generated
+/// brushed-metal parts (see models/NOTICE.md for how it was made).
+const DEMO_MODEL: &[u8] = include_bytes!("../../models/demo_brushed_metal.kpkg");
+
+/// Kensa edge daemon: camera → model → OK/NG → timed reject pulse.
 #[derive(Debug, Parser)]
 #[command(name = "kensa-fw", version, about)]
-struct Args {}
+struct Args {
+    /// Configuration file (see kensa-fw.example.toml).
+    #[arg(short, long, required_unless_present = "sim", conflicts_with = "sim")]
+    config: Option<PathBuf>,
+    /// Simulated line, no hardware: generated parts, simulated pusher, the shipped demo model.
+    #[arg(long)]
+    sim: bool,
+    /// Model package (overrides the configuration's).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Stop after this many parts (the simulation defaults to 40).
+    #[arg(long)]
+    parts: Option<u64>,
+    /// Simulation: parts per second.
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
+    /// Simulation: share of parts with debris.
+    #[arg(long, default_value_t = 0.25)]
+    defect_rate: f64,
+    /// Simulation: seed of the part sequence.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
 
-fn main() {
-    let _args = Args::parse();
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = ["warn", "info", "debug"][args.verbose.min(2) as usize];
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let cfg = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => sim_config(&args),
+    };
+    let model = match (&args.model, args.sim) {
+        (Some(p), _) => Model::load(p)?,
+        (None, true) => Model::from_bytes(DEMO_MODEL, "built-in demo model")?,
+        (None, false) => Model::load(&cfg.model.path)?,
+    };
+    let source: Box<dyn FrameSource + Send> = match &cfg.camera {
+        Camera::Synthetic { rate_hz, defect_rate, size, seed } => Box::new(SyntheticConveyor::new(
+            SynthSpec::square(Surface::BrushedMetal, *size),
+            *rate_hz,
+            *defect_rate,
+            *seed,
+        )),
+        Camera::Dir { path, rate_hz, looped, .. } => Box::new(
+            DirSource::new(path, *rate_hz, *looped)
+                .with_context(|| format!("camera folder {}", path.display()))?,
+        ),
+        Camera::V4l2 { device, .. } => {
+            bail!("camera {}: V4L2 capture is not available in this build yet", device.display())
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+    let limits = RunLimits { parts: args.parts.or(args.sim.then_some(40)) };
+    let m = model.manifest();
     println!(
-        "kensa-fw {} (wire protocol {})",
+        "kensa-fw {}: {} model {}x{}, threshold {:.3}; {}",
         env!("CARGO_PKG_VERSION"),
-        kensa_shared::wire::PROTOCOL_VERSION
+        m.kind,
+        m.preprocess.width,
+        m.preprocess.height,
+        m.threshold,
+        source.describe()
     );
+    let clock = MonotonicClock::default();
+    let summary = match &cfg.reject {
+        Output::Simulated => {
+            let pin = SimPin::new(clock);
+            run_line(source, model, pin, &cfg.belt, &cfg.fail_safe, false, clock, limits, stop)?
+        }
+        Output::Gpio { chip, line, active_low } => {
+            let pin = gpio_output(chip, *line)?;
+            run_line(source, model, pin, &cfg.belt, &cfg.fail_safe, *active_low, clock, limits, stop)?
+        }
+    };
+    report(&summary, args.json)
+}
+
+/// The built-in simulated line.
+fn sim_config(args: &Args) -> Config {
+    Config {
+        camera: Camera::Synthetic {
+            rate_hz: args.rate,
+            defect_rate: args.defect_rate,
+            size: 256,
+            seed: args.seed,
+        },
+        model: kensa_fw::config::Model { path: "built-in".into() },
+        trigger: Default::default(),
+        belt: Belt { delay_ms: 800.0, pulse_ms: 60.0, min_gap_ms: 40.0, lead_ms: 2.0 },
+        reject: Output::Simulated,
+        fail_safe: FailSafe::default(),
+        serial: None,
+    }
+}
+
+/// A GPIO output line through the Linux character device.
+fn gpio_output(chip: &std::path::Path, line: u32) -> Result<linux_embedded_hal::CdevPin> {
+    use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
+    let mut c = Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?;
+    let handle = c
+        .get_line(line)
+        .and_then(|l| l.request(LineRequestFlags::OUTPUT, 0, "kensa-reject"))
+        .with_context(|| format!("claiming GPIO line {line} on {}", chip.display()))?;
+    linux_embedded_hal::CdevPin::new(handle)
+        .with_context(|| format!("GPIO line {line} on {}", chip.display()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_line<P: OutputPin>(
+    source: Box<dyn FrameSource + Send>,
+    model: Model,
+    pin: P,
+    belt: &Belt,
+    fail_safe: &FailSafe,
+    active_low: bool,
+    clock: MonotonicClock,
+    limits: RunLimits,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary> {
+    let pusher = Pusher::new(pin, active_low).map_err(|e| anyhow::anyhow!("reject output: {e:?}"))?;
+    let threshold = kensa_fw::station::Inspector::threshold(&model);
+    let mut station =
+        Station::new(threshold, pusher, RejectScheduler::new(belt.timing()), clock, fail_safe.uninspected);
+    let retry = Retry { first_ms: fail_safe.camera_retry_ms, max_ms: fail_safe.camera_retry_max_ms };
+    let delay_ms = belt.delay_ms;
+    Ok(line::run(source, model, &mut station, clock, limits, retry, stop, |r| {
+        print_part(r, delay_ms, &clock)
+    }))
+}
+
+fn print_part(r: &PartResult, delay_ms: f64, clock: &MonotonicClock) {
+    let verdict = match r.verdict {
+        Verdict::Ok => "OK",
+        Verdict::Ng => "NG",
+        Verdict::Uninspected => "UNINSPECTED",
+    };
+    let score = r.score.map_or("    -".into(), |s| format!("{s:7.3}"));
+    let truth = match r.truth {
+        Some(true) => "  (debris)",
+        Some(false) => "  (good)",
+        None => "",
+    };
+    let action = match r.action {
+        Action::Pass => "pass".to_string(),
+        Action::Reject(_) => format!("reject at +{delay_ms:.0} ms"),
+        Action::StopLine => "LINE STOP".to_string(),
+    };
+    let fault = r.fault.as_deref().map(|f| format!("  [{f}]")).unwrap_or_default();
+    println!(
+        "part {:4}  {:<11} score {score}{truth:<10}  decided in {:5.1} ms  {action}{fault}  t={:.2}s",
+        r.seq,
+        verdict,
+        (r.decided_us - r.captured_us) as f64 / 1e3,
+        clock.now_us() as f64 / 1e6
+    );
+}
+
+fn report(s: &Summary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    let c = s.counters;
+    println!(
+        "\n{} parts in {:.1} s: {} OK, {} NG, {} uninspected; {} reject pulses fired, {} late (line stops {})",
+        c.parts, s.seconds, c.ok, c.ng, c.uninspected, s.pulses_fired, c.late, c.line_stops
+    );
+    if s.with_truth > 0 {
+        println!(
+            "accuracy against the generator's truth: {}/{} ({:.1} %)",
+            s.correct,
+            s.with_truth,
+            100.0 * s.correct as f64 / s.with_truth as f64
+        );
+    }
+    println!("capture -> decision latency: p50 {:.1} ms, p99 {:.1} ms", s.latency_p50_ms, s.latency_p99_ms);
+    Ok(())
 }

@@ -74,7 +74,7 @@ impl Model {
                 m.set_input_fact(0, u8::fact([1, 3, p.height as usize, p.width as usize]).into())?;
                 m.into_optimized()?.into_runnable()
             })
-            .map_err(|e| graph_err(e.into()))?;
+            .map_err(graph_err)?;
         Ok(Self { manifest: pkg.manifest, plan })
     }
 

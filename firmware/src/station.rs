@@ -195,10 +195,10 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         Action::StopLine
     }
 
-    /// Fire the pusher edges due now; call often (at least every millisecond).
-    pub fn tick(&mut self) -> Result<(), P::Error> {
+    /// Fire the pusher edges due now (returned); call often (at least every millisecond).
+    pub fn tick(&mut self) -> Result<Vec<crate::schedule::Edge>, P::Error> {
         let now = self.clock.now_us();
-        self.pusher.drive(&mut self.scheduler, now).map(|_| ())
+        self.pusher.drive(&mut self.scheduler, now)
     }
 
     /// When `tick` next has work (µs), if any pulse is planned.

@@ -2,4 +2,5 @@
 
 mod anomaly;
 mod backbone;
+mod firmware;
 mod synth;

@@ -1,0 +1,153 @@
+//! Running the line: a worker thread captures and scores frames while the calling thread
+//! owns the station, so reject pulses stay on time however long inference takes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use embedded_hal::digital::OutputPin;
+
+use crate::camera::{FrameError, FrameSource};
+use crate::clock::{Clock, MonotonicClock};
+use crate::station::{Inspected, Inspector, PartResult, Station, inspect};
+
+/// When to stop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunLimits {
+    /// Stop after this many parts (`None`: until the source ends or a stop is asked).
+    pub parts: Option<u64>,
+}
+
+/// Camera-loss retry: first delay and cap (ms).
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// First delay.
+    pub first_ms: f64,
+    /// Longest delay.
+    pub max_ms: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    /// Station counters at the end.
+    pub counters: crate::station::Counters,
+    /// Rising edges on the reject output.
+    pub pulses_fired: u64,
+    /// Parts whose ground truth was known.
+    pub with_truth: u64,
+    /// Of those, judged correctly (NG for defective, OK for good).
+    pub correct: u64,
+    /// Capture → decision latency, median (ms).
+    pub latency_p50_ms: f64,
+    /// Capture → decision latency, 99th percentile (ms).
+    pub latency_p99_ms: f64,
+    /// Wall time of the run (s).
+    pub seconds: f64,
+}
+
+/// Run `source` through `inspector` and `station` until `limits` or `stop`; `on_part` sees
+/// every decision as it is made.
+#[allow(clippy::too_many_arguments)] // each is a distinct part of the line; a struct would only rename them
+pub fn run<S, I, P>(
+    mut source: S,
+    mut inspector: I,
+    station: &mut Station<P, MonotonicClock>,
+    clock: MonotonicClock,
+    limits: RunLimits,
+    retry: Retry,
+    stop: Arc<AtomicBool>,
+    mut on_part: impl FnMut(&PartResult),
+) -> Summary
+where
+    S: FrameSource + Send + 'static,
+    I: Inspector + Send + 'static,
+    P: OutputPin,
+{
+    let (tx, rx) = mpsc::sync_channel::<(u64, Inspected)>(4);
+    let worker_stop = Arc::clone(&stop);
+    let worker = std::thread::spawn(move || {
+        let interval = source.interval_us();
+        let mut backoff = retry.first_ms;
+        for seq in 0.. {
+            if worker_stop.load(Ordering::Relaxed) || limits.parts.is_some_and(|n| seq >= n) {
+                break;
+            }
+            if let Some(iv) = interval {
+                let due = seq * iv;
+                let now = clock.now_us();
+                if due > now {
+                    std::thread::sleep(Duration::from_micros(due - now));
+                }
+            }
+            let frame = source.next_frame();
+            let captured = clock.now_us();
+            match &frame {
+                Err(FrameError::End(_)) => break,
+                Err(FrameError::Lost { .. }) => {
+                    // The part in front of the camera is uninspected; wait before retrying.
+                    let part = inspect(&mut inspector, frame);
+                    if tx.send((captured, part)).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs_f64(backoff / 1e3));
+                    backoff = (backoff * 2.0).min(retry.max_ms);
+                    continue;
+                }
+                _ => backoff = retry.first_ms,
+            }
+            let part = inspect(&mut inspector, frame);
+            if tx.send((captured, part)).is_err() {
+                break;
+            }
+        }
+    });
+
+    let started = clock.now_us();
+    let mut latencies = Vec::new();
+    let (mut pulses, mut with_truth, mut correct) = (0u64, 0u64, 0u64);
+    let mut worker_done = false;
+    loop {
+        // Wake for the next pulse edge or at least every millisecond.
+        let wait =
+            station.next_deadline().map_or(1_000, |d| d.saturating_sub(clock.now_us()).min(1_000)).max(50);
+        match rx.recv_timeout(Duration::from_micros(wait)) {
+            Ok((captured, part)) => {
+                let r = station.decide(captured, part);
+                latencies.push(r.decided_us.saturating_sub(r.captured_us));
+                if let Some(t) = r.truth {
+                    with_truth += 1;
+                    let judged_ng = r.verdict != kensa_shared::verdict::Verdict::Ok;
+                    correct += u64::from(judged_ng == t);
+                }
+                on_part(&r);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => worker_done = true,
+        }
+        match station.tick() {
+            Ok(edges) => pulses += edges.iter().filter(|e| e.high).count() as u64,
+            Err(_) => tracing::error!("reject output failed to switch"),
+        }
+        if worker_done && station.next_deadline().is_none() {
+            break;
+        }
+    }
+    let _ = worker.join();
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * q).round() as usize)
+            .map_or(0.0, |&v| v as f64 / 1e3)
+    };
+    Summary {
+        counters: station.counters(),
+        pulses_fired: pulses,
+        with_truth,
+        correct,
+        latency_p50_ms: pct(0.5),
+        latency_p99_ms: pct(0.99),
+        seconds: (clock.now_us() - started) as f64 / 1e6,
+    }
+}
