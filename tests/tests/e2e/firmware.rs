@@ -39,3 +39,23 @@ fn a_bad_config_or_model_stops_the_box_with_the_reason() {
     let err = run_err(kensa_fw().args(["--sim", "--parts", "1", "--model"]).arg(&model));
     assert!(err.contains("truncated.kpkg") && err.contains("does not match"), "{err}");
 }
+
+#[test]
+fn sigterm_ends_the_run_cleanly_with_a_summary() {
+    let child = kensa_fw()
+        .args(["--sim", "--parts", "1000", "--rate", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kensa-fw");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let status =
+        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let parts = stdout.lines().filter(|l| l.starts_with("part ")).count();
+    assert!((1..1000).contains(&parts), "{parts} parts before the stop");
+    assert!(stdout.contains(&format!("{parts} parts in")), "summary missing: {stdout}");
+}
