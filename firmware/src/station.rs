@@ -95,6 +95,8 @@ pub struct Counters {
     pub uninspected: u64,
     /// Reject pulses planned or merged.
     pub rejects: u64,
+    /// Of those, parts folded into a neighbour's stroke (too close for two pulses).
+    pub merged: u64,
     /// Rejects that came too late to fire.
     pub late: u64,
     /// Times the line-stop was raised.
@@ -169,6 +171,9 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
                 }
                 o => {
                     self.counters.rejects += 1;
+                    if matches!(o, Outcome::Merged { .. }) {
+                        self.counters.merged += 1;
+                    }
                     Action::Reject(o)
                 }
             }
@@ -341,6 +346,19 @@ mod tests {
         assert_eq!(st.counters().line_stops, 1);
         st.clear_line_stop();
         assert!(!st.line_stopped());
+    }
+
+    #[test]
+    fn parts_too_close_for_two_pulses_share_one_stroke_and_are_counted() {
+        let (mut st, clock, pin) = station(Uninspected::Reject);
+        run_until(&mut st, &clock, 40_000);
+        handle(&mut st, 0, frame(0, 250));
+        handle(&mut st, 10_000, frame(1, 250));
+        run_until(&mut st, &clock, 2_000_000);
+        let c = st.counters();
+        assert_eq!((c.ng, c.rejects, c.merged), (2, 2, 1));
+        let rising = pin.log().lock().unwrap().iter().filter(|e| e.1).count();
+        assert_eq!(rising, 1);
     }
 
     #[test]

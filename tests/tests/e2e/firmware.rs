@@ -6,7 +6,7 @@ use kensa_e2e::{kensa_fw, run_err, run_ok, tempdir};
 #[test]
 fn simulated_line_inspects_decides_and_fires_for_every_rejected_part() {
     let out =
-        run_ok(kensa_fw().args(["--sim", "--parts", "10", "--rate", "10", "--defect-rate", "0.4", "--json"]));
+        run_ok(kensa_fw().args(["--sim", "--parts", "10", "--rate", "5", "--defect-rate", "0.4", "--json"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().filter(|l| l.starts_with("part ")).count(), 10, "{stdout}");
     let json = &stdout[stdout.find("{\n").expect("summary JSON")..];
@@ -14,7 +14,9 @@ fn simulated_line_inspects_decides_and_fires_for_every_rejected_part() {
     let c = &s["counters"];
     assert_eq!(c["parts"], 10);
     let rejected = c["ng"].as_u64().unwrap() + c["uninspected"].as_u64().unwrap();
-    assert_eq!(s["pulses_fired"].as_u64().unwrap() + c["late"].as_u64().unwrap(), rejected, "{json}");
+    let (fired, merged, late) =
+        (s["pulses_fired"].as_u64().unwrap(), c["merged"].as_u64().unwrap(), c["late"].as_u64().unwrap());
+    assert_eq!(fired + merged + late, rejected, "every rejected part gets a stroke or is reported: {json}");
     assert!(c["ng"].as_u64().unwrap() >= 1, "no defective part rejected: {json}");
     assert_eq!(s["with_truth"], 10);
     assert!(s["correct"].as_u64().unwrap() >= 8, "{json}");
