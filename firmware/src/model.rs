@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use image::DynamicImage;
 use kensa_shared::package::{Manifest, Package};
-use kensa_shared::tiling::Tiling;
 use tract_onnx::prelude::*;
 
 use crate::station::Inspector;
@@ -104,20 +103,10 @@ impl Model {
     }
 }
 
-/// `img` cut into the tiles of `tiling` (or whole).
-fn crops(tiling: Option<Tiling>, img: &DynamicImage) -> Vec<DynamicImage> {
-    match tiling {
-        None => vec![img.clone()],
-        Some(t) => {
-            t.tiles(img.width(), img.height()).into_iter().map(|c| img.crop_imm(c.x, c.y, c.w, c.h)).collect()
-        }
-    }
-}
-
 impl Inspector for Model {
     fn score(&mut self, image: &DynamicImage) -> Result<f32, String> {
         let mut best = f32::NEG_INFINITY;
-        for c in crops(self.manifest.tiling, image) {
+        for (_, c) in kensa_shared::tiling::crops(self.manifest.tiling, image) {
             let s = self.score_input(&c)?;
             if s.is_nan() {
                 return Ok(s);

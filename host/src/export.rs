@@ -113,7 +113,7 @@ pub fn graph(model: &TrainedModel) -> Result<Vec<u8>> {
 
     // Score: mean of the top share of the map.
     let n = h * w;
-    let top = ((model.score_top_share.clamp(0.0, 1.0) * n as f32).round() as i64).clamp(1, n);
+    let top = map::top_count(model.score_top_share, n as usize) as i64;
     let flat_shape = g.constant_i64("score.flat", &[2], &[1, n]);
     let flat = g.op("Reshape", &[MAP_OUTPUT, &flat_shape], &[]);
     let kk = g.constant_i64("score.k", &[1], &[top]);

@@ -154,20 +154,7 @@ impl TrainedModel {
 
     /// The model inputs cut from `img`: its tiles, or the whole image as one "tile".
     pub fn crops(&self, img: &DynamicImage) -> Vec<(Tile, DynamicImage)> {
-        crops(self.tiling, img)
-    }
-}
-
-/// `img` cut by `tiling` (or whole).
-pub fn crops(tiling: Option<Tiling>, img: &DynamicImage) -> Vec<(Tile, DynamicImage)> {
-    let (w, h) = (img.width(), img.height());
-    match tiling {
-        None => vec![(Tile { x: 0, y: 0, w, h }, img.clone())],
-        Some(t) => t
-            .tiles(w, h)
-            .into_iter()
-            .map(|tile| (tile, img.crop_imm(tile.x, tile.y, tile.w, tile.h)))
-            .collect(),
+        kensa_shared::tiling::crops(self.tiling, img)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Item, OnError, open_all};
 use crate::metrics;
 use crate::model::{
-    BATCH, Head, Scorer, Threshold, ThresholdRule, TrainedModel, TrainingSummary, crops, extract_patches,
+    BATCH, Head, Scorer, Threshold, ThresholdRule, TrainedModel, TrainingSummary, extract_patches,
 };
 
 /// The backbone shipped in `models/` (EfficientNet-Lite0 up to block 10, see its NOTICE).
@@ -168,7 +168,7 @@ pub fn train(
         images += opened.len();
         let crops: Vec<DynamicImage> = opened
             .into_iter()
-            .flat_map(|(_, img)| crops(opts.tiling, &img).into_iter().map(|(_, c)| c))
+            .flat_map(|(_, img)| kensa_shared::tiling::crops(opts.tiling, &img).into_iter().map(|(_, c)| c))
             .collect();
         let per_image = crops.len().div_ceil(group.len().max(1));
         let patches = extract_patches(&backbone, &pre, &crops, &|_| ())?;

@@ -82,6 +82,15 @@ impl Tiling {
     }
 }
 
+/// `img` cut into the tiles of `tiling`, or whole (as one tile) when there is none.
+pub fn crops(tiling: Option<Tiling>, img: &image::DynamicImage) -> Vec<(Tile, image::DynamicImage)> {
+    let (w, h) = (img.width(), img.height());
+    match tiling {
+        None => vec![(Tile { x: 0, y: 0, w, h }, img.clone())],
+        Some(t) => t.tiles(w, h).into_iter().map(|c| (c, img.crop_imm(c.x, c.y, c.w, c.h))).collect(),
+    }
+}
+
 /// Puts per-tile maps (each at model resolution) back into one map of the whole image at
 /// `scale` = model px per source px, averaging where tiles overlap.
 #[derive(Debug, Clone)]
@@ -194,6 +203,19 @@ mod tests {
         assert_eq!(t.tiles(300, 200), vec![Tile { x: 0, y: 0, w: 300, h: 200 }]);
         assert_eq!(t.tiles(512, 512).len(), 1);
         assert_eq!(t.tiles(513, 512).len(), 2);
+    }
+
+    #[test]
+    fn crops_cut_the_tiles_or_keep_the_whole_image() {
+        let img =
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(10, 6, |x, _| image::Luma([x as u8])));
+        let whole = crops(None, &img);
+        assert_eq!((whole.len(), whole[0].1.width(), whole[0].1.height()), (1, 10, 6));
+        let cut = crops(Some(Tiling { tile: 4, overlap: 1 }), &img);
+        assert_eq!(cut.len(), Tiling { tile: 4, overlap: 1 }.tiles(10, 6).len());
+        let (t, c) = &cut[1];
+        assert_eq!((c.width(), c.height()), (4, 4));
+        assert_eq!(c.to_luma8().get_pixel(0, 0)[0], t.x as u8, "crop starts at its tile");
     }
 
     #[test]
