@@ -198,17 +198,33 @@ pub struct Scored {
 }
 
 impl Scored {
+    /// `img` as this map sees it (the model input, or the whole image at map scale), in
+    /// the colour policy of `pre`, for overlays.
+    pub fn view(&self, pre: &Preprocess, img: &DynamicImage) -> image::RgbImage {
+        Preprocess { width: self.width as u32, height: self.height as u32, ..*pre }.resized_rgb(img)
+    }
+
     /// Source-image px per map px (x, y) for an image of `src_w`×`src_h`.
     pub fn source_per_map_px(&self, src_w: u32, src_h: u32) -> (f64, f64) {
         (src_w as f64 / self.width as f64, src_h as f64 / self.height as f64)
     }
 
+    /// Predicted defects at `threshold`, in map pixels (for overlays).
+    pub fn map_boxes(&self, threshold: f32) -> Vec<map::DefectBox> {
+        map::defect_boxes(&self.map, self.width, self.height, threshold)
+    }
+
     /// Predicted defects at `threshold`, in source-image pixels.
     pub fn boxes(&self, src_w: u32, src_h: u32, threshold: f32) -> Vec<map::DefectBox> {
+        self.to_source(&self.map_boxes(threshold), src_w, src_h)
+    }
+
+    /// `boxes` (map pixels) in pixels of the `src_w`×`src_h` source image.
+    pub fn to_source(&self, boxes: &[map::DefectBox], src_w: u32, src_h: u32) -> Vec<map::DefectBox> {
         let (sx, sy) = self.source_per_map_px(src_w, src_h);
-        map::defect_boxes(&self.map, self.width, self.height, threshold)
-            .into_iter()
-            .map(|b| map::DefectBox {
+        boxes
+            .iter()
+            .map(|&b| map::DefectBox {
                 x0: (b.x0 as f64 * sx).floor() as u32,
                 y0: (b.y0 as f64 * sy).floor() as u32,
                 x1: (((b.x1 + 1) as f64 * sx).ceil() as u32).saturating_sub(1).min(src_w - 1),
@@ -355,13 +371,5 @@ impl Scorer {
         let score = maps.iter().map(|m| m.score).fold(f32::NEG_INFINITY, f32::max);
         let score = if maps.iter().any(|m| m.score.is_nan()) { f32::NAN } else { score };
         Ok(Scored { score, map, width, height })
-    }
-
-    /// The image as the map sees it (model input, or the whole image at map scale), for
-    /// overlays.
-    pub fn view(&self, img: &DynamicImage, scored: &Scored) -> image::RgbImage {
-        let p =
-            Preprocess { width: scored.width as u32, height: scored.height as u32, ..self.model.preprocess };
-        p.resized_rgb(img)
     }
 }

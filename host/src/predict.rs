@@ -80,11 +80,12 @@ pub fn run(
                 Verdict::Ng => "NG",
                 Verdict::Uninspected => "uninspected",
             };
-            let defects = if s.score.is_finite() { s.boxes(w, h, threshold) } else { Vec::new() };
-            // Boxes on the overlay are drawn at map scale.
-            let map_boxes = crate::anomaly::map::defect_boxes(&s.map, s.width, s.height, threshold);
+            // Found once at map scale (drawn on the overlay), reported in image pixels.
+            let map_boxes = if s.score.is_finite() { s.map_boxes(threshold) } else { Vec::new() };
+            let defects = s.to_source(&map_boxes, w, h);
             let range = (threshold * 0.5, threshold.max(s.score));
-            let img = draw::overlay(&scorer.view(image, s), &s.map, range, None, &map_boxes);
+            let view = s.view(&scorer.model.preprocess, image);
+            let img = draw::overlay(&view, &s.map, range, None, &map_boxes);
             let mut name = format!("{}.png", item.stem());
             let mut k = 1;
             while !used_names.insert(name.clone()) {

@@ -8,9 +8,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use kensa_shared::preprocess::Preprocess;
-
-use crate::anomaly::map::defect_boxes;
 use crate::draw;
 use crate::eval::{Case, Metrics};
 use crate::metrics;
@@ -82,9 +79,8 @@ pub fn write(dir: &Path, model: &TrainedModel, m: &Metrics, cases: &[Case]) -> R
     {
         use rayon::prelude::*;
         shown.par_iter().try_for_each(|c| {
-            let (w, h) = (c.scored.width, c.scored.height);
-            let boxes = defect_boxes(&c.scored.map, w, h, m.threshold);
-            let view = Preprocess { width: w as u32, height: h as u32, ..p }.resized_rgb(&c.image);
+            let boxes = c.scored.map_boxes(m.threshold);
+            let view = c.scored.view(&p, &c.image);
             let img = draw::overlay(&view, &c.scored.map, range, c.mask.as_ref(), &boxes);
             save(&img, &dir.join("overlays").join(overlay_name(c)))
         })?;
