@@ -29,23 +29,36 @@ fn reflect(i: isize, n: usize) -> usize {
 
 /// Separable Gaussian blur of a row-major `h`×`w` plane with reflected borders.
 pub fn blur(src: &[f32], h: usize, w: usize, taps: &[f32]) -> Vec<f32> {
+    // Both passes run down columns, where each tap is a whole-row multiply-add that
+    // vectorises; the horizontal pass does so on the transposed plane.
+    let down = blur_columns(src, h, w, taps);
+    let across = blur_columns(&transpose(&down, h, w), w, h, taps);
+    transpose(&across, w, h)
+}
+
+/// Blur each column of a row-major `h`×`w` plane: output row `y` is the tap-weighted
+/// sum of the rows around it, reflected at the top and bottom.
+fn blur_columns(src: &[f32], h: usize, w: usize, taps: &[f32]) -> Vec<f32> {
     let r = taps.len() / 2;
-    // One reflected copy of each line, then straight dot products (vectorisable).
-    let conv_line = |line: &mut dyn Iterator<Item = f32>, n: usize, out: &mut dyn FnMut(usize, f32)| {
-        let vals: Vec<f32> = line.collect();
-        let padded: Vec<f32> = (0..n + 2 * r).map(|i| vals[reflect(i as isize - r as isize, n)]).collect();
-        for x in 0..n {
-            out(x, padded[x..x + taps.len()].iter().zip(taps).map(|(a, t)| a * t).sum());
-        }
-    };
-    let mut tmp = vec![0.0f32; h * w];
-    for y in 0..h {
-        let row = &src[y * w..(y + 1) * w];
-        conv_line(&mut row.iter().copied(), w, &mut |x, v| tmp[y * w + x] = v);
-    }
     let mut out = vec![0.0f32; h * w];
-    for x in 0..w {
-        conv_line(&mut (0..h).map(|y| tmp[y * w + x]), h, &mut |y, v| out[y * w + x] = v);
+    for (y, row) in out.chunks_exact_mut(w).enumerate() {
+        for (k, t) in taps.iter().enumerate() {
+            let sy = reflect(y as isize + k as isize - r as isize, h);
+            for (o, v) in row.iter_mut().zip(&src[sy * w..(sy + 1) * w]) {
+                *o += t * v;
+            }
+        }
+    }
+    out
+}
+
+/// Transpose a row-major `h`×`w` plane.
+fn transpose(src: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; h * w];
+    for (y, row) in src.chunks_exact(w).enumerate() {
+        for (x, v) in row.iter().enumerate() {
+            out[x * h + y] = *v;
+        }
     }
     out
 }

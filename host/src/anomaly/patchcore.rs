@@ -12,8 +12,12 @@ use super::embed::Patches;
 /// Dimensions of the random projection the coreset search runs in.
 pub const PROJECTION_DIM: usize = 128;
 
-/// Bank rows compared per GEMM block when searching (bounds scratch memory).
-const SEARCH_BLOCK: usize = 4096;
+/// Bank rows per GEMM block when searching.
+const SEARCH_BLOCK: usize = 1024;
+
+/// Query patches per GEMM block when searching: with [`SEARCH_BLOCK`] the 1 MB scratch
+/// matrix stays in L2.
+const QUERY_BLOCK: usize = 256;
 
 /// A fitted PatchCore model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,33 +169,42 @@ impl PatchCore {
     }
 
     /// Distance from each patch to its nearest bank row (the patch-score grid).
+    ///
+    /// `‖q − b‖² = ‖q‖² + ‖b‖² − 2 q·b`, with the dot products from a GEMM. Queries and
+    /// bank rows go in blocks whose product fits in L2 and reuses one scratch matrix:
+    /// a full `queries × bank` matrix would be tens of MB, freshly page-faulted on
+    /// every image.
     pub fn score(&self, p: &Patches, par: Par) -> Vec<f32> {
         assert_eq!(p.dim, self.dim, "patch dimension differs from the bank's");
+        let dim = self.dim;
         let q = p.rows();
-        let qn: Vec<f32> = p.data.chunks_exact(self.dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
+        let sq = |r: &[f32]| r.iter().map(|v| v * v).sum::<f32>();
+        let bn: Vec<f32> = self.bank.chunks_exact(dim).map(sq).collect();
         let mut best = vec![f32::INFINITY; q];
-        for block in self.bank.chunks(SEARCH_BLOCK * self.dim) {
-            let m = block.len() / self.dim;
-            let bn: Vec<f32> = block.chunks_exact(self.dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
-            let mut dots = Mat::<f32>::zeros(q, m);
-            matmul(
-                dots.as_mut(),
-                Accum::Replace,
-                MatRef::from_row_major_slice(&p.data, q, self.dim),
-                MatRef::from_row_major_slice(block, m, self.dim).transpose(),
-                1.0,
-                par,
-            );
-            // Column by column: faer matrices are column-major, so this walks memory in
-            // order and vectorises.
-            for (j, n) in bn.iter().enumerate() {
-                let col = dots.col(j).try_as_col_major().expect("contiguous column").as_slice();
-                for ((b, q), d) in best.iter_mut().zip(&qn).zip(col) {
-                    *b = b.min(q + n - 2.0 * d);
+        let mut scratch = Mat::<f32>::zeros(QUERY_BLOCK.min(q), SEARCH_BLOCK.min(bn.len()));
+        for (queries, best) in p.data.chunks(QUERY_BLOCK * dim).zip(best.chunks_mut(QUERY_BLOCK)) {
+            let qr = best.len();
+            for (block, bn) in self.bank.chunks(SEARCH_BLOCK * dim).zip(bn.chunks(SEARCH_BLOCK)) {
+                let mut dots = scratch.as_mut().submatrix_mut(0, 0, qr, bn.len());
+                matmul(
+                    dots.as_mut(),
+                    Accum::Replace,
+                    MatRef::from_row_major_slice(queries, qr, dim),
+                    MatRef::from_row_major_slice(block, bn.len(), dim).transpose(),
+                    1.0,
+                    par,
+                );
+                // Column by column: faer matrices are column-major, so this walks memory
+                // in order and vectorises. `‖q‖²` is added once at the end.
+                for (j, n) in bn.iter().enumerate() {
+                    let col = dots.as_ref().col(j).try_as_col_major().expect("contiguous column").as_slice();
+                    for (b, d) in best.iter_mut().zip(col) {
+                        *b = b.min(n - 2.0 * d);
+                    }
                 }
             }
         }
-        best.into_iter().map(|d2| d2.max(0.0).sqrt()).collect()
+        best.iter().zip(p.data.chunks_exact(dim)).map(|(d2, row)| (d2 + sq(row)).max(0.0).sqrt()).collect()
     }
 }
 
@@ -241,5 +254,26 @@ mod tests {
         let q = patches(vec![vec![(n - 1) as f32 * 1e-3 + 0.3, 0.4], vec![-3.0, 0.0]]);
         let s = pc.score(&q, Par::Seq);
         assert!((s[0] - 0.5).abs() < 1e-3 && (s[1] - 3.0).abs() < 1e-3, "{s:?}");
+    }
+
+    #[test]
+    fn blocked_search_matches_brute_force_across_block_edges() {
+        // Query and bank counts straddle their block sizes so partial blocks are searched.
+        let (dim, nq, nb) = (5, QUERY_BLOCK * 2 + 7, SEARCH_BLOCK * 2 + 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let bank: Vec<f32> = (0..nb * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let rows: Vec<Vec<f32>> =
+            (0..nq).map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+        let pc = PatchCore { dim, bank };
+        let s = pc.score(&patches(rows.clone()), Par::Seq);
+        for (row, got) in rows.iter().zip(&s) {
+            let want = pc
+                .bank
+                .chunks_exact(dim)
+                .map(|b| b.iter().zip(row).map(|(x, y)| (x - y) * (x - y)).sum::<f32>())
+                .fold(f32::INFINITY, f32::min)
+                .sqrt();
+            assert!((got - want).abs() < 1e-4, "{got} vs brute force {want}");
+        }
     }
 }
