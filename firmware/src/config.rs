@@ -101,6 +101,17 @@ pub enum PixelFormat {
 pub struct Model {
     /// Model package file.
     pub path: PathBuf,
+    /// ed25519 public keys (hex, from `kensa keygen`) whose signed packages are
+    /// accepted. Empty: any intact package is accepted.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+}
+
+impl Model {
+    /// The trusted keys, parsed (validated when the config was loaded).
+    pub fn trusted(&self) -> Vec<kensa_shared::package::VerifyingKey> {
+        self.trusted_keys.iter().filter_map(|k| kensa_shared::package::parse_public_key(k).ok()).collect()
+    }
 }
 
 /// What starts an inspection.
@@ -279,6 +290,10 @@ impl Config {
                 Err((key, format!("must be zero or more, not {v}")))
             }
         };
+        for k in &self.model.trusted_keys {
+            kensa_shared::package::parse_public_key(k)
+                .map_err(|e| ("model.trusted_keys", format!("{k:?}: {e}")))?;
+        }
         match &self.camera {
             Camera::V4l2 { width, height, roi, .. } => {
                 if *width == 0 || *height == 0 {
@@ -413,6 +428,12 @@ mod tests {
         assert!(err.to_string().contains("camera.roi") && err.to_string().contains("outside"), "{err}");
         let err = parse(&format!("{base}[belt]\ndelay_ms = \"soon\"\npulse_ms = 5\n")).unwrap_err();
         assert!(err.to_string().contains("delay_ms"), "{err}");
+        let keyed = base.replace("path = \"m\"\n", "path = \"m\"\ntrusted_keys = [\"c0ffee\"]\n");
+        let err = parse(&format!("{keyed}[belt]\ndelay_ms = 5\npulse_ms = 5\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("model.trusted_keys") && err.to_string().contains("64 hex"),
+            "{err}"
+        );
     }
 
     #[test]

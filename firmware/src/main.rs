@@ -80,10 +80,11 @@ fn run(args: Args) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => sim_config(&args),
     };
+    let trusted = cfg.model.trusted();
     let model = match (&args.model, args.sim) {
-        (Some(p), _) => Model::load(p)?,
-        (None, true) => Model::from_bytes(DEMO_MODEL, "built-in demo model")?,
-        (None, false) => Model::load(&cfg.model.path)?,
+        (Some(p), _) => Model::load(p, &trusted)?,
+        (None, true) => Model::from_bytes(DEMO_MODEL, "built-in demo model", &trusted)?,
+        (None, false) => Model::load(&cfg.model.path, &trusted)?,
     };
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
         Camera::Synthetic { rate_hz, defect_rate, size, seed } => Box::new(SyntheticConveyor::new(
@@ -138,7 +139,7 @@ fn sim_config(args: &Args) -> Config {
             size: 256,
             seed: args.seed,
         },
-        model: kensa_fw::config::Model { path: "built-in".into() },
+        model: kensa_fw::config::Model { path: "built-in".into(), trusted_keys: Vec::new() },
         trigger: Default::default(),
         belt: Belt { delay_ms: 800.0, pulse_ms: 60.0, min_gap_ms: 40.0, lead_ms: 2.0 },
         reject: Output::Simulated,

@@ -1,13 +1,11 @@
 //! The model on the box: a verified package run by tract.
 //!
-//! Preprocessing is the shared implementation, so the box feeds the graph exactly what
-//! `kensa eval` fed it. A tiled package scores each tile and takes the highest score.
-
-use std::sync::Arc;
+//! Loading and running live in `kensa_shared::runtime`, the same code `kensa export`
+//! uses to check a package's accuracy, so the box scores exactly what the PC measured.
 
 use image::DynamicImage;
-use kensa_shared::package::{Manifest, Package};
-use tract_onnx::prelude::*;
+use kensa_shared::package::{Manifest, PackageError, VerifyingKey};
+use kensa_shared::runtime::{Runner, RuntimeError};
 
 use crate::station::Inspector;
 
@@ -28,96 +26,56 @@ pub enum ModelError {
         /// The file.
         path: String,
         /// Why.
-        source: kensa_shared::package::PackageError,
+        source: PackageError,
     },
     /// tract refused the graph.
-    #[error("model package {path}: the graph does not load: {reason}")]
+    #[error("model package {path}: {source}")]
     Graph {
         /// The file.
         path: String,
         /// tract's message.
-        reason: String,
+        source: RuntimeError,
     },
 }
 
 /// A package ready to score frames.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Model {
-    manifest: Manifest,
-    plan: Arc<TypedRunnableModel>,
-}
-
-impl std::fmt::Debug for Model {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("manifest", &self.manifest).finish_non_exhaustive()
-    }
+    runner: Runner,
 }
 
 impl Model {
-    /// Load and verify a package file.
-    pub fn load(path: &std::path::Path) -> Result<Self, ModelError> {
+    /// Load and verify a package file; with `trusted` keys, only a package signed by
+    /// one of them is accepted.
+    pub fn load(path: &std::path::Path, trusted: &[VerifyingKey]) -> Result<Self, ModelError> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: name.clone(), source })?;
-        Self::from_bytes(&bytes, &name)
+        Self::from_bytes(&bytes, &name, trusted)
     }
 
     /// Verify and load package bytes (`name` only names them in errors).
-    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self, ModelError> {
-        let pkg =
-            Package::from_bytes(bytes).map_err(|source| ModelError::Package { path: name.into(), source })?;
-        let graph_err = |e: anyhow::Error| ModelError::Graph { path: name.into(), reason: format!("{e:#}") };
-        let p = pkg.manifest.preprocess;
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(&pkg.onnx))
-            .and_then(|mut m| {
-                m.set_input_fact(0, u8::fact([1, 3, p.height as usize, p.width as usize]).into())?;
-                m.into_optimized()?.into_runnable()
-            })
-            .map_err(graph_err)?;
-        Ok(Self { manifest: pkg.manifest, plan })
+    pub fn from_bytes(bytes: &[u8], name: &str, trusted: &[VerifyingKey]) -> Result<Self, ModelError> {
+        let pkg = kensa_shared::package::Package::from_bytes(bytes)
+            .and_then(|p| p.check_trust(trusted).map(|()| p))
+            .map_err(|source| ModelError::Package { path: name.into(), source })?;
+        let runner =
+            Runner::new(&pkg, 1).map_err(|source| ModelError::Graph { path: name.into(), source })?;
+        Ok(Self { runner })
     }
 
     /// The package manifest.
     pub fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
-    /// Score one model input (already cut, if tiled).
-    fn score_input(&self, img: &DynamicImage) -> Result<f32, String> {
-        let p = self.manifest.preprocess;
-        let pixels: Vec<u8> = p.apply(img).iter().map(|&v| v as u8).collect();
-        let input =
-            tract_ndarray::Array4::from_shape_vec((1, 3, p.height as usize, p.width as usize), pixels)
-                .map_err(|e| e.to_string())?;
-        let out = self.plan.run(tvec!(Tensor::from(input).into())).map_err(|e| format!("{e:#}"))?;
-        let score = out
-            .get(1)
-            .ok_or("the graph has no score output")?
-            .to_plain_array_view::<f32>()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .next()
-            .copied()
-            .ok_or("the score output is empty")?;
-        Ok(score)
+        self.runner.manifest()
     }
 }
 
 impl Inspector for Model {
     fn score(&mut self, image: &DynamicImage) -> Result<f32, String> {
-        let mut best = f32::NEG_INFINITY;
-        for (_, c) in kensa_shared::tiling::crops(self.manifest.tiling, image) {
-            let s = self.score_input(&c)?;
-            if s.is_nan() {
-                return Ok(s);
-            }
-            best = best.max(s);
-        }
-        Ok(best)
+        self.runner.score(image).map(|o| o.score).map_err(|e| e.to_string())
     }
 
     fn threshold(&self) -> f32 {
-        self.manifest.threshold
+        self.runner.manifest().threshold
     }
 }
 
@@ -127,10 +85,31 @@ mod tests {
 
     #[test]
     fn a_damaged_package_is_refused_by_name() {
-        let err = Model::from_bytes(b"KENSAPKG\x01\x00\xff\xff\xff\xff", "line3.kpkg").unwrap_err();
+        let err = Model::from_bytes(b"KENSAPKG\x02\x00\xff\xff\xff\xff", "line3.kpkg", &[]).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("line3.kpkg") && msg.contains("truncated"), "{msg}");
-        let err = Model::load(std::path::Path::new("/nonexistent/m.kpkg")).unwrap_err();
+        let err = Model::load(std::path::Path::new("/nonexistent/m.kpkg"), &[]).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/m.kpkg"), "{err}");
+    }
+
+    #[test]
+    fn a_box_with_trusted_keys_runs_only_packages_they_signed() {
+        use ed25519_dalek::SigningKey;
+        let demo = include_bytes!("../../models/demo_brushed_metal.kpkg");
+        let (ours, theirs) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let trusted = [ours.verifying_key()];
+        let err = Model::from_bytes(demo, "m.kpkg", &trusted).unwrap_err().to_string();
+        assert!(err.contains("m.kpkg") && err.contains("not signed"), "{err}");
+        let mut pkg = kensa_shared::package::Package::from_bytes(demo).unwrap();
+        pkg.sign(&theirs);
+        let err = Model::from_bytes(&pkg.to_bytes(), "m.kpkg", &trusted).unwrap_err().to_string();
+        assert!(err.contains("not a trusted key"), "{err}");
+        pkg.sign(&ours);
+        let m = Model::from_bytes(&pkg.to_bytes(), "m.kpkg", &trusted).unwrap();
+        assert_eq!(m.manifest().kind, "patchcore");
+        // Altered after signing (a lowered threshold): refused even with no trust list.
+        pkg.manifest.threshold = 0.0;
+        let err = Model::from_bytes(&pkg.to_bytes(), "m.kpkg", &[]).unwrap_err().to_string();
+        assert!(err.contains("signature does not verify"), "{err}");
     }
 }

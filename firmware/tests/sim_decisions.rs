@@ -16,7 +16,7 @@ const RECORD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sim_decisi
 
 #[test]
 fn decisions_match_the_recorded_ones() {
-    let mut model = Model::from_bytes(MODEL, "demo model").unwrap();
+    let mut model = Model::from_bytes(MODEL, "demo model", &[]).unwrap();
     let mut source = SyntheticConveyor::new(SynthSpec::square(Surface::BrushedMetal, 256), 5.0, 0.5, 3);
     let mut lines = Vec::new();
     for _ in 0..6 {

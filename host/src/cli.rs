@@ -43,11 +43,10 @@ enum Command {
     /// Judge new images: OK/NG, score and defect boxes (JSON and overlays).
     Predict(PredictArgs),
     /// Write a trained model as a model package for the box (one ONNX graph + manifest).
-    Export {
-        /// The trained model.
-        #[arg(short, long)]
-        model: PathBuf,
-        /// The package to write (`.kpkg`).
+    Export(ExportArgs),
+    /// Make an ed25519 key pair for signing packages (`<name>.key`, `<name>.pub`).
+    Keygen {
+        /// Path stem of the two files.
         #[arg(short, long)]
         out: PathBuf,
     },
@@ -55,6 +54,9 @@ enum Command {
     InspectPackage {
         /// The package.
         package: PathBuf,
+        /// Also write its ONNX graph to this file (for other runtimes and tools).
+        #[arg(long)]
+        extract_onnx: Option<PathBuf>,
     },
     /// Time scoring one image at a time on one thread, stage by stage.
     Bench {
@@ -126,6 +128,10 @@ struct DataArgs {
 }
 
 impl DataArgs {
+    fn given(&self) -> bool {
+        self.data.is_some() || self.good.is_some()
+    }
+
     fn load(&self) -> Result<(dataset::Dataset, String)> {
         match (&self.data, &self.good) {
             (Some(root), _) => Ok((dataset::Dataset::mvtec(root)?, root.display().to_string())),
@@ -214,6 +220,32 @@ struct EvalArgs {
     /// Report folder (metrics.json, scores.csv, plots, overlays, index.html).
     #[arg(short, long)]
     report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// The trained model.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// The package to write (`.kpkg`).
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Number format of the graph.
+    #[arg(long, value_enum, default_value_t = export::PrecisionArg::Fp32)]
+    precision: export::PrecisionArg,
+    /// Test images the package is scored on before it is written (default: the
+    /// dataset the model was trained on, if it is still there).
+    #[command(flatten)]
+    data: DataArgs,
+    /// Largest image-AUROC loss (points) a quantised package may show against fp32.
+    #[arg(long, default_value_t = 0.5)]
+    max_auroc_drop: f64,
+    /// Write the package even if it fails the accuracy check (or cannot be checked).
+    #[arg(long)]
+    accept_accuracy_drop: bool,
+    /// Sign the package with this secret key (from `kensa keygen`).
+    #[arg(long)]
+    sign: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -394,22 +426,45 @@ impl Cli {
                 );
                 Ok(())
             }
-            Command::Export { model, out } => {
-                let m = model::TrainedModel::load(&model)?;
-                let pkg = export::package(&m, Vec::new())?;
+            Command::Export(a) => {
+                let m = model::TrainedModel::load(&a.model)?;
+                let data = if a.data.given() {
+                    Some(a.data.load()?)
+                } else {
+                    export::training_data(&m).map(|ds| (ds, m.training.dataset.clone()))
+                };
+                let opts = export::ExportOptions {
+                    precision: a.precision,
+                    max_auroc_drop: a.max_auroc_drop,
+                    accept_accuracy_drop: a.accept_accuracy_drop,
+                    sign: a.sign.clone(),
+                    on_error: a.data.on_error(),
+                };
+                let pkg = export::run(&m, data.as_ref().map(|(ds, name)| (ds, name.as_str())), &opts)?;
                 let bytes = pkg.to_bytes();
-                std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+                std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
                 say!(
-                    "wrote {} ({:.1} MiB, {} fp32, threshold {:.4}, graph sha256 {})",
-                    out.display(),
+                    "wrote {} ({:.2} MiB, {} {:?}, threshold {:.4}, graph sha256 {}{})",
+                    a.out.display(),
                     bytes.len() as f64 / (1 << 20) as f64,
                     pkg.manifest.kind,
+                    pkg.manifest.precision,
                     pkg.manifest.threshold,
-                    pkg.manifest.onnx_sha256
+                    pkg.manifest.onnx_sha256,
+                    if pkg.signature.is_some() { ", signed" } else { "" }
                 );
                 Ok(())
             }
-            Command::InspectPackage { package } => {
+            Command::Keygen { out } => {
+                let (secret, public) = export::keygen(&out)?;
+                say!(
+                    "wrote secret key {} (keep it private) and public key {}",
+                    secret.display(),
+                    public.display()
+                );
+                Ok(())
+            }
+            Command::InspectPackage { package, extract_onnx } => {
                 let bytes = std::fs::read(&package)
                     .with_context(|| format!("reading package {}", package.display()))?;
                 let pkg = kensa_shared::package::Package::from_bytes(&bytes)
@@ -429,9 +484,21 @@ impl Cli {
                 say!("score       {}", m.score);
                 say!("training    {}", m.training);
                 say!("graph       {} bytes, sha256 {}", pkg.onnx.len(), m.onnx_sha256);
+                match &pkg.signature {
+                    Some(s) => say!(
+                        "signature   ed25519, valid, by {}",
+                        kensa_shared::package::key_hex(&s.public_key)
+                    ),
+                    None => say!("signature   none"),
+                }
                 say!("created     {} (unix)", m.created_unix);
                 for (k, v) in &m.metrics {
                     say!("metric      {k} = {v:.4}");
+                }
+                if let Some(path) = extract_onnx {
+                    std::fs::write(&path, &pkg.onnx)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    say!("wrote graph to {}", path.display());
                 }
                 Ok(())
             }

@@ -14,6 +14,8 @@ use crate::dataset::{Dataset, Item, OnError, open_all, open_mask};
 use crate::metrics::{self, Confusion, PixelSample};
 use crate::model::{Scored, Scorer};
 use crate::train::progress;
+use kensa_shared::runtime::Runner;
+use rayon::prelude::*;
 
 /// FPR limit of AUPRO (MVTec AD protocol).
 pub const AUPRO_FPR_LIMIT: f64 = 0.3;
@@ -77,14 +79,43 @@ pub struct Case {
     pub scored: Scored,
 }
 
-/// Score every test image and compute the metrics.
+/// Score every test image with the training-time pipeline and compute the metrics.
 pub fn evaluate(scorer: &Scorer, ds: &Dataset, on_error: OnError) -> Result<(Metrics, Vec<Case>)> {
+    let rule = scorer.model.threshold.rule.to_string();
+    evaluate_with(ds, on_error, scorer.model.threshold.value, &rule, |images, progress| {
+        scorer.score(images, progress)
+    })
+}
+
+/// Score every test image of a package, run by tract exactly as the box runs it.
+pub fn evaluate_package(runner: &Runner, ds: &Dataset, on_error: OnError) -> Result<(Metrics, Vec<Case>)> {
+    let m = runner.manifest();
+    evaluate_with(ds, on_error, m.threshold, &m.threshold_rule, |images, progress| {
+        images
+            .par_iter()
+            .map(|img| {
+                let o = runner.score(img)?;
+                progress(1);
+                Ok(Scored { map: o.map, width: o.width, height: o.height, score: o.score })
+            })
+            .collect()
+    })
+}
+
+/// Score every test image with `score` and compute the metrics at `threshold`.
+pub fn evaluate_with(
+    ds: &Dataset,
+    on_error: OnError,
+    threshold: f32,
+    rule: &str,
+    score: impl Fn(&[DynamicImage], &(dyn Fn(usize) + Sync)) -> Result<Vec<Scored>>,
+) -> Result<(Metrics, Vec<Case>)> {
     let loaded = open_all(&ds.test, on_error)?;
     anyhow::ensure!(!loaded.is_empty(), "the dataset has no test images");
     // Keep one copy of each decoded image: score the slice, then move the images into cases.
     let (items, images): (Vec<Item>, Vec<DynamicImage>) = loaded.into_iter().unzip();
     let pb = progress(images.len(), "scoring");
-    let scored = scorer.score(&images, &|n| pb.inc(n as u64))?;
+    let scored = score(&images, &|n| pb.inc(n as u64))?;
     pb.finish_and_clear();
     let mut cases = Vec::with_capacity(items.len());
     for ((item, image), scored) in items.into_iter().zip(images).zip(scored) {
@@ -98,7 +129,7 @@ pub fn evaluate(scorer: &Scorer, ds: &Dataset, on_error: OnError) -> Result<(Met
         };
         cases.push(Case { item, image, mask, scored });
     }
-    Ok((measure(&cases, scorer.model.threshold.value, &scorer.model.threshold.rule.to_string()), cases))
+    Ok((measure(&cases, threshold, rule), cases))
 }
 
 /// Metrics of scored cases at `threshold`.

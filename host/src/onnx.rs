@@ -102,6 +102,64 @@ impl GraphBuilder {
         self.push_initializer(name, dims, DataType::Int64, raw)
     }
 
+    /// Add a weight stored as int8 with one symmetric scale per index of `axis`, and a
+    /// `DequantizeLinear` node that yields it as f32 under `name`. Returns the values a
+    /// runtime will compute with (the dequantised ones), so callers can derive
+    /// constants that must agree with them exactly.
+    pub fn constant_q8(&mut self, name: &str, dims: &[i64], data: &[f32], axis: usize) -> Vec<f32> {
+        let (q, scales) = quantize_symmetric(data, dims, axis);
+        self.push_q8(name, dims, &q, &scales, axis);
+        dequantize(&q, &scales, dims, axis)
+    }
+
+    fn push_q8(&mut self, name: &str, dims: &[i64], q: &[i8], scales: &[f32], axis: usize) {
+        let n = scales.len() as i64;
+        let qn = self.push_initializer(
+            &format!("{name}.q"),
+            dims,
+            DataType::Int8,
+            q.iter().map(|v| *v as u8).collect(),
+        );
+        let sn = self.constant_f32(&format!("{name}.scale"), &[n], scales);
+        let zn = self.push_initializer(&format!("{name}.zero"), &[n], DataType::Int8, vec![0; scales.len()]);
+        self.node("DequantizeLinear", &[&qn, &sn, &zn], &[name], &[("axis", Attr::Int(axis as i64))]);
+    }
+
+    /// Shrink every f32 initialiser with at least two dimensions (convolution and matrix
+    /// weights): those with `min_fan_in` or more values per output channel become int8
+    /// per output channel (axis 0) with `DequantizeLinear`; smaller kernels (stem,
+    /// depthwise), where one scale per handful of values costs accuracy, become f16
+    /// with a `Cast`. The new nodes go at the top of the graph. Returns how many
+    /// initialisers went to int8.
+    pub fn quantize_weights(&mut self, min_fan_in: usize) -> usize {
+        let weights: Vec<TensorProto> = self
+            .graph
+            .initializer
+            .iter()
+            .filter(|t| t.data_type == DataType::Float as i32 && t.dims.len() >= 2)
+            .cloned()
+            .collect();
+        let before = self.graph.node.len();
+        let mut int8 = 0;
+        for t in &weights {
+            let data = f32_data(t);
+            self.graph.initializer.retain(|i| i.name != t.name);
+            if t.dims[1..].iter().product::<i64>() as usize >= min_fan_in {
+                let (q, scales) = quantize_symmetric(&data, &t.dims, 0);
+                self.push_q8(&t.name, &t.dims, &q, &scales, 0);
+                int8 += 1;
+            } else {
+                let raw = data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+                let h = self.push_initializer(&format!("{}.f16", t.name), &t.dims, DataType::Float16, raw);
+                self.node("Cast", &[&h], &[&t.name], &[("to", Attr::Int(DataType::Float as i64))]);
+            }
+        }
+        // New nodes first, so the node list stays topologically sorted.
+        let added: Vec<NodeProto> = self.graph.node.drain(before..).collect();
+        self.graph.node.splice(0..0, added);
+        int8
+    }
+
     fn push_initializer(&mut self, name: &str, dims: &[i64], ty: DataType, raw_data: Vec<u8>) -> String {
         self.graph.initializer.push(TensorProto {
             name: name.into(),
@@ -124,6 +182,14 @@ impl GraphBuilder {
             attribute: attrs.iter().map(|(n, a)| attribute(n, a)).collect(),
             ..Default::default()
         });
+    }
+
+    /// Add a node ahead of all others (to feed a former graph input), keeping the
+    /// node list topologically sorted as the ONNX checker requires.
+    pub fn node_first(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr)]) {
+        self.node(op, inputs, outputs, attrs);
+        let n = self.graph.node.pop().expect("just added");
+        self.graph.node.insert(0, n);
     }
 
     /// Add a single-output node with a fresh output name; returns that name.
@@ -150,6 +216,48 @@ impl GraphBuilder {
         };
         model.encode_to_vec()
     }
+}
+
+/// The f32 values of an initialiser, whether stored raw or as `float_data`.
+fn f32_data(t: &TensorProto) -> Vec<f32> {
+    if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+}
+
+/// `(outer, channels, inner)` of `dims` split around `axis`.
+fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
+    let p = |d: &[i64]| d.iter().product::<i64>() as usize;
+    (p(&dims[..axis]), dims[axis] as usize, p(&dims[axis + 1..]))
+}
+
+/// Symmetric int8 quantisation with one scale per index of `axis`: `q = round(x / s)`,
+/// `s = max|x| / 127`, so zero stays exactly zero and −127..=127 is used.
+pub fn quantize_symmetric(data: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>) {
+    let (outer, channels, inner) = split_dims(dims, axis);
+    assert_eq!(outer * channels * inner, data.len(), "shape {dims:?} does not fit {} values", data.len());
+    let mut scales = vec![0.0f32; channels];
+    for (i, v) in data.iter().enumerate() {
+        let c = (i / inner) % channels;
+        scales[c] = scales[c].max(v.abs());
+    }
+    for s in &mut scales {
+        *s = if *s > 0.0 { *s / 127.0 } else { 1.0 };
+    }
+    let q = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v / scales[(i / inner) % channels]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, scales)
+}
+
+/// What `DequantizeLinear` computes from [`quantize_symmetric`]'s output.
+pub fn dequantize(q: &[i8], scales: &[f32], dims: &[i64], axis: usize) -> Vec<f32> {
+    let (_, channels, inner) = split_dims(dims, axis);
+    q.iter().enumerate().map(|(i, v)| *v as f32 * scales[(i / inner) % channels]).collect()
 }
 
 fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {

@@ -11,6 +11,8 @@
 
 pub mod package;
 pub mod preprocess;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod synth;
 pub mod tiling;
 pub mod verdict;

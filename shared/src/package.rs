@@ -3,24 +3,29 @@
 //! Layout (little-endian):
 //!
 //! ```text
-//! "KENSAPKG" | u16 format | u32 manifest length | manifest (postcard) | ONNX graph
+//! "KENSAPKG" | u16 format | u32 manifest length | manifest (postcard)
+//!            | u64 graph length | ONNX graph | [signature]
+//! signature: 0x01 | ed25519 public key (32) | ed25519 signature (64) over every byte before it
 //! ```
 //!
 //! The manifest carries everything the box needs besides the graph (input size, colour,
 //! tiling, threshold and why, score semantics) and the sha256 of the ONNX bytes, so a
-//! truncated or altered package is refused before it can judge a single part.
+//! truncated or altered package is refused before it can judge a single part. A signed
+//! package also says who made it; a box configured with trusted keys refuses any other.
 //!
 //! The graph's contract: input `pixels` u8 `[1, 3, H, W]` (the output of
 //! [`Preprocess::apply`](crate::preprocess::Preprocess::apply), RGB planes); outputs
 //! `anomaly_map` f32 `[1, 1, H, W]` and `score` f32 `[1]`. NG when `score ≥ threshold`.
 
+pub use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{Signer, SigningKey, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::preprocess::Preprocess;
 use crate::tiling::Tiling;
 
 /// Version of the package layout and manifest.
-pub const PACKAGE_FORMAT: u16 = 1;
+pub const PACKAGE_FORMAT: u16 = 2;
 const MAGIC: &[u8; 8] = b"KENSAPKG";
 /// Name of the graph input.
 pub const INPUT: &str = "pixels";
@@ -34,6 +39,9 @@ pub const SCORE_OUTPUT: &str = "score";
 pub enum Precision {
     /// f32 weights and compute.
     Fp32,
+    /// Weights stored as int8 (per output channel, `DequantizeLinear`), f32 compute:
+    /// about a quarter of the size, for flashing over a slow line.
+    Int8Weights,
 }
 
 /// What the package is and how to use it.
@@ -70,7 +78,22 @@ pub struct Package {
     pub manifest: Manifest,
     /// The ONNX graph.
     pub onnx: Vec<u8>,
+    /// Who signed it; `from_bytes` has checked the signature.
+    pub signature: Option<Signature>,
 }
+
+/// An ed25519 signature over a package's bytes and the key that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    /// The signer's public key.
+    pub public_key: [u8; 32],
+    /// The signature.
+    pub signature: [u8; 64],
+}
+
+const SIGNATURE_TAG: u8 = 1;
+const SIGNATURE_LEN: usize = 1 + 32 + 64;
+const HEADER_LEN: usize = 14;
 
 /// Why a package was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +113,18 @@ pub enum PackageError {
     /// The manifest does not decode.
     #[error("package manifest is corrupt: {0}")]
     Manifest(String),
+    /// Bytes follow the graph that are not a signature.
+    #[error("package has {0} unexpected bytes after the graph")]
+    Trailing(usize),
+    /// The signature does not verify: the package was altered after signing.
+    #[error("package signature does not verify (altered after signing, or a bad signature)")]
+    BadSignature,
+    /// Signing is required and the package is not signed.
+    #[error("package is not signed, and this box accepts only signed packages")]
+    Unsigned,
+    /// Signed, but not by a trusted key.
+    #[error("package is signed by {0}, which is not a trusted key")]
+    UntrustedSigner(String),
     /// The graph is not the one the manifest names.
     #[error("package graph does not match its manifest (sha256 {found}, manifest says {expected})")]
     Checksum {
@@ -101,45 +136,124 @@ pub enum PackageError {
 }
 
 impl Package {
-    /// Assemble a package, filling in the ONNX checksum.
+    /// Assemble an unsigned package, filling in the ONNX checksum.
     pub fn new(mut manifest: Manifest, onnx: Vec<u8>) -> Self {
         manifest.onnx_sha256 = crate::sha256_hex(&onnx);
-        Self { manifest, onnx }
+        Self { manifest, onnx, signature: None }
     }
 
-    /// Serialise.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// Header, manifest and graph: the bytes a signature covers.
+    fn body(&self) -> Vec<u8> {
         let manifest = postcard::to_stdvec(&self.manifest).expect("manifest serialises");
-        let mut out = Vec::with_capacity(14 + manifest.len() + self.onnx.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + manifest.len() + 8 + self.onnx.len() + SIGNATURE_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&PACKAGE_FORMAT.to_le_bytes());
         out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
         out.extend_from_slice(&manifest);
+        out.extend_from_slice(&(self.onnx.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.onnx);
         out
     }
 
-    /// Parse and verify bytes written by [`Package::to_bytes`].
+    /// Sign the package as it is now (a later change to it voids the signature).
+    pub fn sign(&mut self, key: &SigningKey) {
+        let signature = key.sign(&self.body()).to_bytes();
+        self.signature = Some(Signature { public_key: key.verifying_key().to_bytes(), signature });
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.body();
+        if let Some(s) = &self.signature {
+            out.push(SIGNATURE_TAG);
+            out.extend_from_slice(&s.public_key);
+            out.extend_from_slice(&s.signature);
+        }
+        out
+    }
+
+    /// Parse and verify bytes written by [`Package::to_bytes`]: layout, checksum and,
+    /// when present, the signature.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, PackageError> {
         if bytes.len() < 8 || &bytes[..8] != MAGIC {
             return Err(PackageError::NotAPackage);
         }
-        let header = bytes.get(8..14).ok_or(PackageError::Truncated("header"))?;
+        let header = bytes.get(8..HEADER_LEN).ok_or(PackageError::Truncated("header"))?;
         let found = u16::from_le_bytes([header[0], header[1]]);
         if found != PACKAGE_FORMAT {
             return Err(PackageError::Version { found });
         }
         let len = u32::from_le_bytes([header[2], header[3], header[4], header[5]]) as usize;
-        let manifest = bytes.get(14..14 + len).ok_or(PackageError::Truncated("manifest"))?;
+        let manifest_end = HEADER_LEN.checked_add(len).ok_or(PackageError::Truncated("manifest"))?;
+        let manifest = bytes.get(HEADER_LEN..manifest_end).ok_or(PackageError::Truncated("manifest"))?;
         let manifest: Manifest =
             postcard::from_bytes(manifest).map_err(|e| PackageError::Manifest(e.to_string()))?;
-        let onnx = bytes[14 + len..].to_vec();
+        let graph_len =
+            bytes.get(manifest_end..manifest_end + 8).ok_or(PackageError::Truncated("graph length"))?;
+        let graph_len = u64::from_le_bytes(graph_len.try_into().expect("8 bytes"));
+        let graph_start = manifest_end + 8;
+        let graph_end = usize::try_from(graph_len)
+            .ok()
+            .and_then(|l| graph_start.checked_add(l))
+            .filter(|&end| end <= bytes.len())
+            .ok_or(PackageError::Truncated("graph"))?;
+        let onnx = bytes[graph_start..graph_end].to_vec();
         let found = crate::sha256_hex(&onnx);
         if found != manifest.onnx_sha256 {
             return Err(PackageError::Checksum { found, expected: manifest.onnx_sha256 });
         }
-        Ok(Self { manifest, onnx })
+        let signature = match &bytes[graph_end..] {
+            [] => None,
+            [SIGNATURE_TAG, rest @ ..] if rest.len() == SIGNATURE_LEN - 1 => {
+                let public_key: [u8; 32] = rest[..32].try_into().expect("32 bytes");
+                let signature: [u8; 64] = rest[32..].try_into().expect("64 bytes");
+                let key = VerifyingKey::from_bytes(&public_key).map_err(|_| PackageError::BadSignature)?;
+                key.verify(&bytes[..graph_end], &ed25519_dalek::Signature::from_bytes(&signature))
+                    .map_err(|_| PackageError::BadSignature)?;
+                Some(Signature { public_key, signature })
+            }
+            [SIGNATURE_TAG, ..] => return Err(PackageError::Truncated("signature")),
+            rest => return Err(PackageError::Trailing(rest.len())),
+        };
+        Ok(Self { manifest, onnx, signature })
     }
+
+    /// Accept only packages signed by one of `trusted` (when the list is not empty).
+    pub fn check_trust(&self, trusted: &[VerifyingKey]) -> Result<(), PackageError> {
+        if trusted.is_empty() {
+            return Ok(());
+        }
+        let sig = self.signature.ok_or(PackageError::Unsigned)?;
+        if trusted.iter().any(|k| k.to_bytes() == sig.public_key) {
+            Ok(())
+        } else {
+            Err(PackageError::UntrustedSigner(key_hex(&sig.public_key)))
+        }
+    }
+}
+
+/// Lower-case hex of a key, as key files and configs write it.
+pub fn key_hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parse 32 bytes of hex (surrounding whitespace allowed), as written by `kensa keygen`.
+pub fn parse_key_hex(text: &str) -> Result<[u8; 32], String> {
+    let t = text.trim();
+    if t.len() != 64 || !t.is_ascii() {
+        return Err(format!("expected 64 hex digits, found {} characters", t.len()));
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("not hex: {:?}", &t[2 * i..2 * i + 2]))?;
+    }
+    Ok(out)
+}
+
+/// A trusted public key from its hex form.
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
+    VerifyingKey::from_bytes(&parse_key_hex(text)?).map_err(|e| format!("not an ed25519 public key: {e}"))
 }
 
 #[cfg(test)]
@@ -185,12 +299,66 @@ mod tests {
         v[8] = 9;
         assert_eq!(Package::from_bytes(&v), Err(PackageError::Version { found: 9 }));
         assert_eq!(Package::from_bytes(&good[..20]), Err(PackageError::Truncated("manifest")));
-        // Cut inside the graph: the checksum catches it.
-        assert!(matches!(Package::from_bytes(&good[..good.len() - 3]), Err(PackageError::Checksum { .. })));
+        // Cut inside the graph: its length field catches it.
+        assert_eq!(Package::from_bytes(&good[..good.len() - 3]), Err(PackageError::Truncated("graph")));
         let mut tampered = good.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         let err = Package::from_bytes(&tampered).unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"zz");
+        assert_eq!(Package::from_bytes(&trailing), Err(PackageError::Trailing(2)));
+        // A length field claiming more than the file holds.
+        let mut huge = good;
+        let at = HEADER_LEN + postcard::to_stdvec(&sample().manifest).unwrap().len();
+        huge[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Package::from_bytes(&huge), Err(PackageError::Truncated("graph")));
+    }
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    #[test]
+    fn signatures_verify_and_catch_tampering() {
+        let mut p = sample();
+        p.sign(&key(7));
+        let bytes = p.to_bytes();
+        let back = Package::from_bytes(&bytes).unwrap();
+        assert_eq!(back.signature.unwrap().public_key, key(7).verifying_key().to_bytes());
+        // Any changed byte before the signature: checksum or signature catches it.
+        for at in [20, bytes.len() - SIGNATURE_LEN - 1] {
+            let mut t = bytes.clone();
+            t[at] ^= 0x10;
+            assert!(Package::from_bytes(&t).is_err(), "byte {at} altered and accepted");
+        }
+        // A manifest re-written after signing (threshold moved) with a valid checksum.
+        let mut moved = back.clone();
+        moved.manifest.threshold = 99.0;
+        assert_eq!(Package::from_bytes(&moved.to_bytes()), Err(PackageError::BadSignature));
+        assert_eq!(Package::from_bytes(&bytes[..bytes.len() - 5]), Err(PackageError::Truncated("signature")));
+    }
+
+    #[test]
+    fn trust_lists_accept_known_signers_only() {
+        let trusted = [key(1).verifying_key()];
+        let unsigned = sample();
+        assert_eq!(unsigned.check_trust(&[]), Ok(()));
+        assert_eq!(unsigned.check_trust(&trusted), Err(PackageError::Unsigned));
+        let mut p = sample();
+        p.sign(&key(1));
+        assert_eq!(p.check_trust(&trusted), Ok(()));
+        p.sign(&key(2));
+        let err = p.check_trust(&trusted).unwrap_err();
+        assert_eq!(err, PackageError::UntrustedSigner(key_hex(&key(2).verifying_key().to_bytes())));
+    }
+
+    #[test]
+    fn keys_parse_from_hex_and_refuse_garbage() {
+        let k = key(3).verifying_key();
+        assert_eq!(parse_public_key(&format!(" {}\n", key_hex(&k.to_bytes()))).unwrap(), k);
+        assert!(parse_key_hex("abc").is_err());
+        assert!(parse_key_hex(&"zz".repeat(32)).is_err());
     }
 }

@@ -1,0 +1,144 @@
+//! Running a package with tract: the one implementation the box runs on the line and
+//! `kensa export` / `kensa eval --package` run on the PC, so an accuracy figure measured on
+//! the PC is a figure about the box.
+//!
+//! A tiled package scores each tile and keeps the highest score; the maps of the tiles
+//! are stitched back at map scale.
+
+use std::sync::Arc;
+
+use image::DynamicImage;
+use tract_onnx::prelude::*;
+
+use crate::package::{Manifest, Package, PackageError};
+use crate::tiling::{Stitcher, crops};
+
+/// Why a package could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The bytes are not a valid package.
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// tract refused the graph.
+    #[error("the graph does not load: {0}")]
+    Graph(String),
+    /// A run failed or produced the wrong outputs.
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// The outputs of a package for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Image score (the maximum over tiles).
+    pub score: f32,
+    /// Anomaly map, row-major, `width`×`height` (model input scale; stitched when tiled).
+    pub map: Vec<f32>,
+    /// Map width.
+    pub width: usize,
+    /// Map height.
+    pub height: usize,
+}
+
+/// A verified package, optimised for its input size and ready to run.
+#[derive(Clone)]
+pub struct Runner {
+    manifest: Manifest,
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("manifest", &self.manifest).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// Load a verified package; `threads` > 1 gives tract's matrix kernels a pool of that
+    /// many threads.
+    pub fn new(pkg: &Package, threads: usize) -> Result<Self, RuntimeError> {
+        let p = pkg.manifest.preprocess;
+        let graph = |e: TractError| RuntimeError::Graph(format!("{e:#}"));
+        let mut model =
+            tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(&pkg.onnx)).map_err(graph)?;
+        model
+            .set_input_fact(0, u8::fact([1, 3, p.height as usize, p.width as usize]).into())
+            .map_err(graph)?;
+        let optimised = model.into_optimized().map_err(graph)?;
+        let plan = if threads > 1 {
+            let options = RunOptions {
+                executor: Some(tract_linalg::multithread::Executor::multithread(threads)),
+                ..Default::default()
+            };
+            optimised.into_runnable_with_options(&options)
+        } else {
+            optimised.into_runnable()
+        }
+        .map_err(graph)?;
+        Ok(Self { manifest: pkg.manifest.clone(), plan })
+    }
+
+    /// Verify package bytes and load them.
+    pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Self, RuntimeError> {
+        Self::new(&Package::from_bytes(bytes)?, threads)
+    }
+
+    /// The package manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Run the graph on pixels already preprocessed to the input size (`[3, H, W]`, u8).
+    pub fn run_pixels(&self, pixels: Vec<u8>) -> Result<(f32, Vec<f32>), RuntimeError> {
+        let p = self.manifest.preprocess;
+        let (h, w) = (p.height as usize, p.width as usize);
+        let input = tract_ndarray::Array4::from_shape_vec((1, 3, h, w), pixels)
+            .map_err(|e| RuntimeError::Run(format!("input does not fit 1×3×{h}×{w}: {e}")))?;
+        let out = self
+            .plan
+            .run(tvec!(Tensor::from(input).into()))
+            .map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        let view = |i: usize, what: &str| {
+            out.get(i)
+                .ok_or_else(|| RuntimeError::Run(format!("the graph has no {what} output")))?
+                .to_plain_array_view::<f32>()
+                .map(|v| v.iter().copied().collect::<Vec<f32>>())
+                .map_err(|e| RuntimeError::Run(format!("{what} output: {e}")))
+        };
+        let map = view(0, "anomaly map")?;
+        let score = view(1, "score")?
+            .first()
+            .copied()
+            .ok_or_else(|| RuntimeError::Run("the score output is empty".into()))?;
+        if map.len() != h * w {
+            return Err(RuntimeError::Run(format!("anomaly map holds {} values, want {h}×{w}", map.len())));
+        }
+        Ok((score, map))
+    }
+
+    /// Score one image: the shared preprocessing, then the graph (per tile when tiled).
+    /// A NaN anywhere makes the score NaN, which verdicts treat as "not inspected".
+    pub fn score(&self, img: &DynamicImage) -> Result<Output, RuntimeError> {
+        let p = self.manifest.preprocess;
+        let (h, w) = (p.height as usize, p.width as usize);
+        let to_pixels = |i: &DynamicImage| p.apply(i).iter().map(|&v| v as u8).collect::<Vec<u8>>();
+        let Some(tiling) = self.manifest.tiling else {
+            let (score, map) = self.run_pixels(to_pixels(img))?;
+            return Ok(Output { score, map, width: w, height: h });
+        };
+        let tiles = crops(Some(tiling), img);
+        let Some((t0, _)) = tiles.first() else {
+            return Err(RuntimeError::Run("the image yields no tiles".into()));
+        };
+        let mut stitcher = Stitcher::new(img.width(), img.height(), t0.w, t0.h, w, h);
+        let mut best = f32::NEG_INFINITY;
+        for (tile, crop) in &tiles {
+            let (score, map) = self.run_pixels(to_pixels(crop))?;
+            best = if score.is_nan() || best.is_nan() { f32::NAN } else { best.max(score) };
+            stitcher.add(*tile, &map, w, h);
+        }
+        let (width, height) = (stitcher.width, stitcher.height);
+        let map = stitcher.finish();
+        Ok(Output { score: best, map, width, height })
+    }
+}
