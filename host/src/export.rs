@@ -5,13 +5,15 @@
 //! ```text
 //! pixels u8 [1,3,H,W] → Cast → backbone → AveragePool 3×3 (count_include_pad) per feature
 //!   → Resize (linear, asymmetric) to the finest grid → Concat → [h·w, C]
-//!   → PatchCore: x −= mean(B); |x|² − 2·x·Bᵀ + |b|² (MatMul) → ReduceMin → Relu → Sqrt → [1,1,h,w]
+//!   → PatchCore: x −= mean(B); |x|² − 2·x·Bᵀ + |b|² (MatMul) → ReduceMin → Relu → Sqrt
+//!     or PaDiM: Gather channels − μ → [P,1,d] × Λ [P,d,d] (MatMul) · δ → ReduceSum → Sqrt
+//!   → [1,1,h,w]
 //!   → Resize to [H,W] → Slice+Pad(edge) (cell offset) → Pad(reflect)+Conv ×2 (Gaussian)
 //!   → anomaly_map [1,1,H,W] → TopK → ReduceMean → score [1]
 //! ```
 //!
 //! Each step is the exact twin of the training-time code in `anomaly::{embed, map,
-//! patchcore}`, which the parity test checks number by number.
+//! patchcore, padim}`, which the parity tests check number by number.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,6 +27,7 @@ use kensa_shared::runtime::Runner;
 use tract_onnx::pb::tensor_proto::DataType;
 
 use crate::anomaly::{embed::POOL, map};
+use crate::anomaly::{padim::Padim, patchcore::PatchCore};
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, OnError};
 use crate::eval::{self, Metrics};
@@ -39,10 +42,6 @@ const MIN_QUANTIZED_FAN_IN: usize = 32;
 
 /// The scoring graph of `model` (ONNX bytes) at `precision`.
 pub fn graph(model: &TrainedModel, precision: Precision) -> Result<Vec<u8>> {
-    let pc = match &model.head {
-        Head::PatchCore(pc) => pc,
-        Head::Padim(_) => bail!("exporting PaDiM models is not supported yet; train with --method patchcore"),
-    };
     let p = model.preprocess;
     let (h, w) = (p.height as i64, p.width as i64);
     let info = Backbone::load(&model.backbone, &model.features, h as usize, w as usize, 1)
@@ -79,54 +78,15 @@ pub fn graph(model: &TrainedModel, precision: Precision) -> Result<Vec<u8>> {
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     let cat = g.op("Concat", &refs, &[("axis", Attr::Int(1))]);
-    let dim = pc.dim as i64;
+    let dim = info.iter().map(|f| f.channels as i64).sum::<i64>();
     let nhwc = g.op("Transpose", &[&cat], &[("perm", Attr::Ints(vec![0, 2, 3, 1]))]);
     let shape = g.constant_i64("patches.shape", &[2], &[gh * gw, dim]);
     let x = g.op("Reshape", &[&nhwc, &shape], &[]);
 
-    // Nearest neighbour: d² = |x|² − 2 x·Bᵀ + |b|², min over the bank. Patches and bank
-    // are first centred on the bank mean (distances do not change): smaller norms mean
-    // less cancellation in the sum, which matters once the bank is stored as int8.
-    let rows = pc.rows();
-    let mut mean = vec![0.0f64; pc.dim];
-    for row in pc.bank.chunks_exact(pc.dim) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += *v as f64 / rows as f64;
-        }
-    }
-    let mean: Vec<f32> = mean.into_iter().map(|m| m as f32).collect();
-    let centre = g.constant_f32("bank.mean", &[1, dim], &mean);
-    let x = g.op("Sub", &[&x, &centre], &[]);
-    let mut bt = vec![0.0f32; pc.dim * rows];
-    for (j, row) in pc.bank.chunks_exact(pc.dim).enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            bt[c * rows + j] = -2.0 * (v - mean[c]);
-        }
-    }
-    let bt_dims = [dim, rows as i64];
-    let bt_name = "bank.minus2_t";
-    // Int8 bank: one scale per bank row (column of Bᵀ), and |b|² from the dequantised
-    // rows so the distance stays a true squared distance.
-    let bt = match precision {
-        Precision::Fp32 => {
-            g.constant_f32(bt_name, &bt_dims, &bt);
-            bt
-        }
-        Precision::Int8Weights => g.constant_q8(bt_name, &bt_dims, &bt, 1),
+    let d = match &model.head {
+        Head::PatchCore(pc) => patchcore_head(&mut g, &x, pc, precision),
+        Head::Padim(pd) => padim_head(&mut g, &x, pd, precision),
     };
-    let mut bb = vec![0.0f32; rows];
-    for (i, v) in bt.iter().enumerate() {
-        bb[i % rows] += 0.25 * v * v;
-    }
-    let bt = bt_name;
-    let bb = g.constant_f32("bank.sq_norm", &[1, rows as i64], &bb);
-    let xx = g.op("ReduceSumSquare", &[&x], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]);
-    let dots = g.op("MatMul", &[&x, bt], &[]);
-    let d2 = g.op("Add", &[&dots, &bb], &[]);
-    let d2 = g.op("Add", &[&d2, &xx], &[]);
-    let d2 = g.op("ReduceMin", &[&d2], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))]);
-    let d2 = g.op("Relu", &[&d2], &[]);
-    let d = g.op("Sqrt", &[&d2], &[]);
     let grid_shape = g.constant_i64("grid.shape", &[4], &[1, 1, gh, gw]);
     let grid = g.op("Reshape", &[&d, &grid_shape], &[]);
 
@@ -169,6 +129,85 @@ pub fn graph(model: &TrainedModel, precision: Precision) -> Result<Vec<u8>> {
     g.output(MAP_OUTPUT, DataType::Float, &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)]);
     g.output(SCORE_OUTPUT, DataType::Float, &[Dim::Fixed(1)]);
     Ok(g.finish("Kensa anomaly scoring graph: u8 pixels in, anomaly map and score out", &[]))
+}
+
+/// PatchCore head: `[P, dim]` patches → `[P]` distance to the nearest bank row.
+fn patchcore_head(g: &mut GraphBuilder, x: &str, pc: &PatchCore, precision: Precision) -> String {
+    let dim = pc.dim as i64;
+    // Nearest neighbour: d² = |x|² − 2 x·Bᵀ + |b|², min over the bank. Patches and bank
+    // are first centred on the bank mean (distances do not change): smaller norms mean
+    // less cancellation in the sum, which matters once the bank is stored as int8.
+    let rows = pc.rows();
+    let mut mean = vec![0.0f64; pc.dim];
+    for row in pc.bank.chunks_exact(pc.dim) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += *v as f64 / rows as f64;
+        }
+    }
+    let mean: Vec<f32> = mean.into_iter().map(|m| m as f32).collect();
+    let centre = g.constant_f32("bank.mean", &[1, dim], &mean);
+    let x = g.op("Sub", &[x, &centre], &[]);
+    let mut bt = vec![0.0f32; pc.dim * rows];
+    for (j, row) in pc.bank.chunks_exact(pc.dim).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            bt[c * rows + j] = -2.0 * (v - mean[c]);
+        }
+    }
+    let bt_dims = [dim, rows as i64];
+    let bt_name = "bank.minus2_t";
+    // Int8 bank: one scale per bank row (column of Bᵀ), and |b|² from the dequantised
+    // rows so the distance stays a true squared distance.
+    let bt = match precision {
+        Precision::Fp32 => {
+            g.constant_f32(bt_name, &bt_dims, &bt);
+            bt
+        }
+        Precision::Int8Weights => g.constant_q8(bt_name, &bt_dims, &bt, 1),
+    };
+    let mut bb = vec![0.0f32; rows];
+    for (i, v) in bt.iter().enumerate() {
+        bb[i % rows] += 0.25 * v * v;
+    }
+    let bt = bt_name;
+    let bb = g.constant_f32("bank.sq_norm", &[1, rows as i64], &bb);
+    let xx = g.op("ReduceSumSquare", &[&x], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]);
+    let dots = g.op("MatMul", &[&x, bt], &[]);
+    let d2 = g.op("Add", &[&dots, &bb], &[]);
+    let d2 = g.op("Add", &[&d2, &xx], &[]);
+    let d2 = g.op("ReduceMin", &[&d2], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))]);
+    let d2 = g.op("Relu", &[&d2], &[]);
+    g.op("Sqrt", &[&d2], &[])
+}
+
+/// PaDiM head: `[P, dim]` patches → `[P]` Mahalanobis distance to each position's
+/// Gaussian, as one batched MatMul: `q = Σ_b (Σ_a δ_a Λ_ab) δ_b` with `δ = x[ch] − μ`.
+fn padim_head(g: &mut GraphBuilder, x: &str, pd: &Padim, precision: Precision) -> String {
+    let (positions, d) = ((pd.grid.0 * pd.grid.1) as i64, pd.channels.len() as i64);
+    let idx: Vec<i64> = pd.channels.iter().map(|&c| c as i64).collect();
+    let idx = g.constant_i64("padim.channels", &[d], &idx);
+    let sel = g.op("Gather", &[x, &idx], &[("axis", Attr::Int(1))]);
+    let mean = g.constant_f32("padim.mean", &[positions, d], &pd.mean);
+    let delta = g.op("Sub", &[&sel, &mean], &[]);
+    let shape = g.constant_i64("padim.delta_shape", &[3], &[positions, 1, d]);
+    let delta = g.op("Reshape", &[&delta, &shape], &[]);
+    let dims = [positions, d, d];
+    // Int8: one scale per position's matrix.
+    match precision {
+        Precision::Fp32 => {
+            g.constant_f32("padim.precision", &dims, &pd.precision);
+        }
+        Precision::Int8Weights => {
+            g.constant_q8("padim.precision", &dims, &pd.precision, 0);
+        }
+    }
+    let y = g.op("MatMul", &[&delta, "padim.precision"], &[]);
+    let prod = g.op("Mul", &[&y, &delta], &[]);
+    let axes = g.constant_i64("padim.sum_axes", &[1], &[2]);
+    let q = g.op("ReduceSum", &[&prod, &axes], &[("keepdims", Attr::Int(0))]);
+    let flat = g.constant_i64("padim.flat", &[1], &[positions]);
+    let q = g.op("Reshape", &[&q, &flat], &[]);
+    let q = g.op("Relu", &[&q], &[]);
+    g.op("Sqrt", &[&q], &[])
 }
 
 /// `Resize` of `x` to `sizes`, bilinear with asymmetric coordinates (as `embed::resize_plane`).

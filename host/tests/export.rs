@@ -18,15 +18,19 @@ fn spec() -> SynthSpec {
     SynthSpec::square(Surface::Wood, SIDE)
 }
 
-/// A model whose bank outweighs the backbone, as on real lines (1 536 × 152 here).
+/// A model whose bank outweighs the backbone, as on real lines (~1 300 × 152 here).
 fn trained(dir: &Path) -> TrainedModel {
+    trained_with(dir, Method::PatchCore { coreset: 0.5 })
+}
+
+fn trained_with(dir: &Path, method: Method) -> TrainedModel {
     let mut ds = Dataset::default();
     for i in 0..12u64 {
         let path = dir.join(format!("g{i:02}.png"));
         generate(&spec(), i, false).image.save(&path).unwrap();
         ds.train.push(Item { path, label: Label::Good, mask: None });
     }
-    let opts = TrainOptions { method: Method::PatchCore { coreset: 0.5 }, size: 128, ..Default::default() };
+    let opts = TrainOptions { method, size: 128, ..Default::default() };
     train(&ds, &[], "synthetic wood", &opts).unwrap()
 }
 
@@ -55,7 +59,16 @@ fn tract_outputs(pkg: &Package, images: &[image::DynamicImage]) -> Vec<(f32, Vec
 #[test]
 fn exported_fp32_package_matches_training_time_scores_and_maps() {
     let dir = tempfile::tempdir().unwrap();
-    let model = trained(dir.path());
+    matches_training_time(trained(dir.path()));
+}
+
+#[test]
+fn exported_padim_package_matches_training_time_scores_and_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    matches_training_time(trained_with(dir.path(), Method::Padim { channels: 40 }));
+}
+
+fn matches_training_time(model: TrainedModel) {
     let pkg = exported(&model, Precision::Fp32);
     assert_eq!(pkg.manifest.threshold, model.threshold.value);
     let reference: Vec<Scored> = Scorer::new(model).unwrap().score(&images(), &|_| ()).unwrap();
@@ -84,7 +97,7 @@ fn int8_weight_package_is_a_quarter_the_size_and_scores_close_to_fp32() {
 }
 
 /// onnxruntime (Python, from PyPI via tools/onnxruntime/env.sh) runs every flavour's
-/// graph: it passes the ONNX checker and agrees with tract within 1e-4.
+/// graph, PatchCore and PaDiM: it passes the ONNX checker and agrees with tract within 1e-4.
 #[test]
 fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/onnxruntime");
@@ -100,8 +113,13 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
     let dir = tempfile::tempdir().unwrap();
     let model = trained(dir.path());
     let imgs = images();
-    let flavours = [("fp32", Precision::Fp32), ("int8w", Precision::Int8Weights)];
-    let pkgs: Vec<(&str, Package)> = flavours.iter().map(|(n, p)| (*n, exported(&model, *p))).collect();
+    let padim = trained_with(dir.path(), Method::Padim { channels: 40 });
+    let pkgs = [
+        ("fp32", exported(&model, Precision::Fp32)),
+        ("int8w", exported(&model, Precision::Int8Weights)),
+        ("padim-fp32", exported(&padim, Precision::Fp32)),
+        ("padim-int8w", exported(&padim, Precision::Int8Weights)),
+    ];
     let pre = pkgs[0].1.manifest.preprocess;
     let mut inputs = Vec::new();
     for (i, img) in imgs.iter().enumerate() {
