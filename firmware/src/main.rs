@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use embedded_hal::digital::OutputPin;
 use kensa_fw::actuator::{Pusher, SimPin};
-use kensa_fw::camera::{DirSource, FrameSource, SyntheticConveyor};
+use kensa_fw::camera::{DirSource, FrameSource, Roi, SyntheticConveyor, V4l2Source};
 use kensa_fw::clock::{Clock, MonotonicClock};
 use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output};
 use kensa_fw::line::{self, Retry, RunLimits, Summary};
@@ -18,6 +18,7 @@ use kensa_fw::schedule::RejectScheduler;
 use kensa_fw::station::{Action, PartResult, Station};
 use kensa_shared::synth::{Surface, SynthSpec};
 use kensa_shared::verdict::Verdict;
+use std::time::Duration;
 
 /// The model the simulation runs when none is given: PatchCore trained on generated
 /// brushed-metal parts (see models/NOTICE.md for how it was made).
@@ -93,12 +94,14 @@ fn run(args: Args) -> Result<()> {
             *defect_rate,
             *seed,
         )),
-        Camera::Dir { path, rate_hz, looped, .. } => Box::new(
+        Camera::Dir { path, rate_hz, looped, roi } => Box::new(Roi::new(
             DirSource::new(path, *rate_hz, *looped)
                 .with_context(|| format!("camera folder {}", path.display()))?,
-        ),
-        Camera::V4l2 { device, .. } => {
-            bail!("camera {}: V4L2 capture is not available in this build yet", device.display())
+            *roi,
+        )),
+        Camera::V4l2 { device, pixel_format, width, height, roi } => {
+            let timeout = Duration::from_secs_f64(cfg.fail_safe.camera_timeout_ms / 1e3);
+            Box::new(Roi::new(V4l2Source::new(device.clone(), *pixel_format, *width, *height, timeout), *roi))
         }
     };
     let stop = Arc::new(AtomicBool::new(false));

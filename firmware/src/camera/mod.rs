@@ -5,7 +5,12 @@
 //! its clock and, for sources without a device clock (folder, synthetic), paces them at
 //! [`FrameSource::interval_us`].
 
+mod v4l2;
+pub mod yuv;
+
 use std::path::{Path, PathBuf};
+
+pub use v4l2::V4l2Source;
 
 use image::DynamicImage;
 use kensa_shared::synth::{SynthSpec, generate};
@@ -198,6 +203,52 @@ impl FrameSource for DirSource {
     }
 }
 
+/// Cuts a region of interest `[x, y, w, h]` out of every frame of a source. A frame the
+/// region does not fit is corrupt (its part uninspected), never silently rescaled.
+#[derive(Debug)]
+pub struct Roi<S> {
+    inner: S,
+    roi: Option<[u32; 4]>,
+}
+
+impl<S: FrameSource> Roi<S> {
+    /// Wrap `inner`; `None` passes frames through whole.
+    pub fn new(inner: S, roi: Option<[u32; 4]>) -> Self {
+        Self { inner, roi }
+    }
+}
+
+impl<S: FrameSource> FrameSource for Roi<S> {
+    fn next_frame(&mut self) -> Result<Frame, FrameError> {
+        let mut f = self.inner.next_frame()?;
+        if let Some([x, y, w, h]) = self.roi {
+            let (fw, fh) = (f.image.width(), f.image.height());
+            if x.saturating_add(w) > fw || y.saturating_add(h) > fh {
+                return Err(FrameError::Corrupt {
+                    seq: f.seq,
+                    origin: f.origin,
+                    reason: format!(
+                        "region of interest [{x}, {y}, {w}, {h}] reaches outside the {fw}x{fh} frame"
+                    ),
+                });
+            }
+            f.image = f.image.crop_imm(x, y, w, h);
+        }
+        Ok(f)
+    }
+
+    fn interval_us(&self) -> Option<u64> {
+        self.inner.interval_us()
+    }
+
+    fn describe(&self) -> String {
+        match self.roi {
+            Some(r) => format!("{}, region {r:?}", self.inner.describe()),
+            None => self.inner.describe(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +302,38 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let err = DirSource::new(d.path(), 5.0, true).unwrap_err();
         assert!(err.to_string().contains(&d.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn region_of_interest_is_cut_or_the_frame_refused() {
+        let spec = SynthSpec::square(Surface::Fabric, 64);
+        let mut cut = Roi::new(SyntheticConveyor::new(spec, 10.0, 0.0, 1), Some([8, 16, 40, 20]));
+        let whole = SyntheticConveyor::new(spec, 10.0, 0.0, 1).next_frame().unwrap();
+        let f = cut.next_frame().unwrap();
+        assert_eq!((f.image.width(), f.image.height()), (40, 20));
+        assert_eq!(f.image.to_luma8().get_pixel(0, 0), whole.image.to_luma8().get_pixel(8, 16));
+        let mut outside = Roi::new(SyntheticConveyor::new(spec, 10.0, 0.0, 1), Some([40, 0, 40, 10]));
+        let err = outside.next_frame().unwrap_err().to_string();
+        assert!(err.contains("frame 0") && err.contains("outside the 64x64 frame"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_camera_is_lost_by_name_and_retried() {
+        let mut cam = V4l2Source::new(
+            "/nonexistent/video9".into(),
+            crate::config::PixelFormat::Yuyv,
+            640,
+            480,
+            std::time::Duration::from_millis(100),
+        );
+        for _ in 0..2 {
+            match cam.next_frame() {
+                Err(FrameError::Lost { device, reason }) => {
+                    assert_eq!(device, "/nonexistent/video9");
+                    assert!(reason.contains("cannot open"), "{reason}");
+                }
+                other => panic!("expected a lost camera, got {other:?}"),
+            }
+        }
     }
 }
