@@ -56,6 +56,39 @@ impl<P: OutputPin> Pusher<P> {
     }
 }
 
+/// A steady output (the line-stop relay): raised and lowered, never pulsed. Object-safe,
+/// so the station can hold any pin type without another type parameter.
+pub trait Signal: Send {
+    /// Drive the output to `on` (honouring its polarity).
+    fn set(&mut self, on: bool) -> Result<(), String>;
+}
+
+/// An [`OutputPin`] as a [`Signal`].
+#[derive(Debug)]
+pub struct PinSignal<P> {
+    pin: P,
+    active_low: bool,
+}
+
+impl<P: OutputPin + Send> PinSignal<P> {
+    /// Take `pin` and drive it to "off".
+    pub fn new(pin: P, active_low: bool) -> Result<Self, P::Error> {
+        let mut s = Self { pin, active_low };
+        s.drive(false)?;
+        Ok(s)
+    }
+
+    fn drive(&mut self, on: bool) -> Result<(), P::Error> {
+        if on != self.active_low { self.pin.set_high() } else { self.pin.set_low() }
+    }
+}
+
+impl<P: OutputPin + Send> Signal for PinSignal<P> {
+    fn set(&mut self, on: bool) -> Result<(), String> {
+        self.drive(on).map_err(|e| format!("{e:?}"))
+    }
+}
+
 /// A pin with no hardware: records `(time µs, level)` of every change.
 #[derive(Debug, Clone)]
 pub struct SimPin<C> {

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use clap::Parser;
 use embedded_hal::digital::OutputPin;
-use kensa_fw::actuator::{Pusher, SimPin};
+use kensa_fw::actuator::{PinSignal, Pusher, Signal, SimPin};
 use kensa_fw::camera::{DirSource, FrameSource, Roi, SyntheticConveyor, V4l2Source};
 use kensa_fw::clock::{Clock, MonotonicClock};
 use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output};
@@ -126,7 +126,7 @@ fn run(args: Args) -> Result<()> {
             run_line(source, model, pin, &cfg.belt, &cfg.fail_safe, false, clock, limits, stop)?
         }
         Output::Gpio { chip, line, active_low } => {
-            let pin = gpio_output(chip, *line)?;
+            let pin = gpio_output(chip, *line, "kensa-reject")?;
             run_line(source, model, pin, &cfg.belt, &cfg.fail_safe, *active_low, clock, limits, stop)?
         }
     };
@@ -151,13 +151,27 @@ fn sim_config(args: &Args) -> Config {
     }
 }
 
+/// The line-stop relay named in the config.
+fn line_stop_output(out: &Output, clock: MonotonicClock) -> Result<Box<dyn Signal>> {
+    let signal: Box<dyn Signal> = match out {
+        Output::Simulated => {
+            Box::new(PinSignal::new(SimPin::new(clock), false).expect("a simulated pin cannot fail"))
+        }
+        Output::Gpio { chip, line, active_low } => Box::new(
+            PinSignal::new(gpio_output(chip, *line, "kensa-line-stop")?, *active_low)
+                .map_err(|e| anyhow::anyhow!("line-stop output: {e:?}"))?,
+        ),
+    };
+    Ok(signal)
+}
+
 /// A GPIO output line through the Linux character device.
-fn gpio_output(chip: &std::path::Path, line: u32) -> Result<linux_embedded_hal::CdevPin> {
+fn gpio_output(chip: &std::path::Path, line: u32, label: &str) -> Result<linux_embedded_hal::CdevPin> {
     use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
     let mut c = Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?;
     let handle = c
         .get_line(line)
-        .and_then(|l| l.request(LineRequestFlags::OUTPUT, 0, "kensa-reject"))
+        .and_then(|l| l.request(LineRequestFlags::OUTPUT, 0, label))
         .with_context(|| format!("claiming GPIO line {line} on {}", chip.display()))?;
     linux_embedded_hal::CdevPin::new(handle)
         .with_context(|| format!("GPIO line {line} on {}", chip.display()))
@@ -179,6 +193,9 @@ fn run_line<P: OutputPin>(
     let threshold = kensa_fw::station::Inspector::threshold(&model);
     let mut station =
         Station::new(threshold, pusher, RejectScheduler::new(belt.timing()), clock, fail_safe.uninspected);
+    if let Some(out) = &fail_safe.line_stop {
+        station = station.with_line_stop(line_stop_output(out, clock)?);
+    }
     let retry = Retry { first_ms: fail_safe.camera_retry_ms, max_ms: fail_safe.camera_retry_max_ms };
     let delay_ms = belt.delay_ms;
     Ok(line::run(source, model, &mut station, clock, limits, retry, stop, |r| {

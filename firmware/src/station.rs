@@ -12,7 +12,7 @@ use embedded_hal::digital::OutputPin;
 use image::DynamicImage;
 use kensa_shared::verdict::{Verdict, decide};
 
-use crate::actuator::Pusher;
+use crate::actuator::{Pusher, Signal};
 use crate::camera::{Frame, FrameError};
 use crate::clock::Clock;
 use crate::config::Uninspected;
@@ -116,6 +116,7 @@ pub struct Station<P, C> {
     counters: Counters,
     recent: VecDeque<PartResult>,
     line_stopped: bool,
+    line_stop: Option<Box<dyn Signal>>,
 }
 
 impl<P: OutputPin, C: Clock> Station<P, C> {
@@ -137,6 +138,22 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
             counters: Counters::default(),
             recent: VecDeque::with_capacity(RECENT),
             line_stopped: false,
+            line_stop: None,
+        }
+    }
+
+    /// Raise `output` while the line must stop (a relay or lamp the line controller
+    /// watches).
+    pub fn with_line_stop(mut self, output: Box<dyn Signal>) -> Self {
+        self.line_stop = Some(output);
+        self
+    }
+
+    fn drive_line_stop(&mut self, on: bool) {
+        if let Some(out) = &mut self.line_stop
+            && let Err(e) = out.set(on)
+        {
+            tracing::error!("line-stop output failed to switch {}: {e}", if on { "on" } else { "off" });
         }
     }
 
@@ -195,6 +212,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         if !self.line_stopped {
             self.counters.line_stops += 1;
             tracing::error!("raising line stop: a part could not be inspected or rejected in time");
+            self.drive_line_stop(true);
         }
         self.line_stopped = true;
         Action::StopLine
@@ -219,6 +237,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
     /// Clear the line-stop.
     pub fn clear_line_stop(&mut self) {
         self.line_stopped = false;
+        self.drive_line_stop(false);
     }
 
     /// Totals so far.
@@ -335,7 +354,10 @@ mod tests {
 
     #[test]
     fn stop_line_policy_stops_for_uninspected_parts() {
-        let (mut st, clock, _) = station(Uninspected::StopLine);
+        let (st, clock, _) = station(Uninspected::StopLine);
+        let relay = SimPin::new(clock.clone());
+        let mut st =
+            st.with_line_stop(Box::new(crate::actuator::PinSignal::new(relay.clone(), false).unwrap()));
         run_until(&mut st, &clock, 10_000);
         let r = handle(
             &mut st,
@@ -344,8 +366,17 @@ mod tests {
         );
         assert_eq!((r.verdict, r.action), (Verdict::Uninspected, Action::StopLine));
         assert_eq!(st.counters().line_stops, 1);
+        // The relay went up once (at 10 ms) and stays up for a second failure.
+        handle(
+            &mut st,
+            20_000,
+            Err(FrameError::Lost { device: "/dev/video0".into(), reason: "gone".into() }),
+        );
+        let levels = |p: &SimPin<_>| p.log().lock().unwrap().iter().map(|e| e.1).collect::<Vec<_>>();
+        assert_eq!(levels(&relay), vec![false, true]);
         st.clear_line_stop();
         assert!(!st.line_stopped());
+        assert_eq!(levels(&relay), vec![false, true, false]);
     }
 
     #[test]
