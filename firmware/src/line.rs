@@ -70,7 +70,9 @@ where
     let worker = std::thread::spawn(move || {
         let interval = source.interval_us();
         let mut backoff = retry.first_ms;
-        for seq in 0.. {
+        // Counts frame slots (parts, lost or not); an idle trigger wait is not one.
+        let mut seq = 0u64;
+        loop {
             if worker_stop.load(Ordering::Relaxed) || limits.parts.is_some_and(|n| seq >= n) {
                 break;
             }
@@ -83,8 +85,12 @@ where
             }
             let frame = source.next_frame();
             let captured = clock.now_us();
+            if !matches!(frame, Err(FrameError::Idle)) {
+                seq += 1;
+            }
             match &frame {
                 Err(FrameError::End(_)) => break,
+                Err(FrameError::Idle) => continue,
                 Err(FrameError::Lost { .. }) => {
                     // The part in front of the camera is uninspected; wait before retrying.
                     let part = inspect(&mut inspector, frame);

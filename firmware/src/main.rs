@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use embedded_hal::digital::OutputPin;
 use kensa_fw::actuator::{PinSignal, Pusher, Signal, SimPin};
-use kensa_fw::camera::{DirSource, FrameSource, Roi, SyntheticConveyor, V4l2Source};
+use kensa_fw::camera::{DirSource, FrameSource, Roi, SyntheticConveyor, Triggered, V4l2Source};
 use kensa_fw::clock::{Clock, MonotonicClock};
-use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output};
+use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output, Trigger};
 use kensa_fw::line::{self, Retry, RunLimits, Summary};
 use kensa_fw::model::Model;
 use kensa_fw::schedule::RejectScheduler;
@@ -104,6 +104,13 @@ fn run(args: Args) -> Result<()> {
             Box::new(Roi::new(V4l2Source::new(device.clone(), *pixel_format, *width, *height, timeout), *roi))
         }
     };
+    let source: Box<dyn FrameSource + Send> = match &cfg.trigger {
+        Trigger::FreeRun => source,
+        Trigger::Gpio { chip, line } => {
+            let input = format!("GPIO line {line} on {}", chip.display());
+            Box::new(Triggered::new(source, photo_eye(chip, *line)?, Duration::from_millis(200), input))
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
@@ -163,6 +170,30 @@ fn line_stop_output(out: &Output, clock: MonotonicClock) -> Result<Box<dyn Signa
         ),
     };
     Ok(signal)
+}
+
+/// Rising edges of a GPIO input (the photo-eye), one message each, from a thread that
+/// blocks on the kernel's line events.
+fn photo_eye(chip: &std::path::Path, line: u32) -> Result<std::sync::mpsc::Receiver<()>> {
+    use linux_embedded_hal::gpio_cdev::{Chip, EventRequestFlags, LineRequestFlags};
+    let mut c = Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?;
+    let events = c
+        .get_line(line)
+        .and_then(|l| l.events(LineRequestFlags::INPUT, EventRequestFlags::RISING_EDGE, "kensa-trigger"))
+        .with_context(|| format!("claiming GPIO line {line} on {} as the trigger input", chip.display()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for event in events {
+            if let Err(e) = event {
+                tracing::error!("trigger input failed: {e}");
+                break;
+            }
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// A GPIO output line through the Linux character device.

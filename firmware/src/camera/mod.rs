@@ -46,6 +46,9 @@ pub enum FrameError {
         /// Decoder message.
         reason: String,
     },
+    /// No part arrived (no trigger edge within the wait): nothing to inspect, ask again.
+    #[error("no part triggered")]
+    Idle,
     /// The device is gone or not answering (unplugged camera): retry with backoff.
     #[error("camera {device} lost: {reason}")]
     Lost {
@@ -67,6 +70,10 @@ pub trait FrameSource {
 
     /// Human-readable description for logs.
     fn describe(&self) -> String;
+
+    /// Drop frames the device captured before now (a camera's queued buffers), so the
+    /// next frame shows what is in front of it at this moment. Used on a trigger edge.
+    fn flush(&mut self) {}
 }
 
 impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
@@ -80,6 +87,10 @@ impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
 
     fn describe(&self) -> String {
         (**self).describe()
+    }
+
+    fn flush(&mut self) {
+        (**self).flush()
     }
 }
 
@@ -249,6 +260,54 @@ impl<S: FrameSource> FrameSource for Roi<S> {
     }
 }
 
+/// Takes a frame only when a part arrives: each message on `edges` (a photo-eye edge,
+/// from `main`'s GPIO thread or a test) flushes the camera's stale buffers and captures
+/// the next frame. With no edge within `wait`, reports [`FrameError::Idle`] so the
+/// caller can check for shutdown.
+#[derive(Debug)]
+pub struct Triggered<S> {
+    inner: S,
+    edges: std::sync::mpsc::Receiver<()>,
+    wait: std::time::Duration,
+    input: String,
+}
+
+impl<S: FrameSource> Triggered<S> {
+    /// Capture from `inner` on each edge received; `input` names the trigger in errors.
+    pub fn new(
+        inner: S,
+        edges: std::sync::mpsc::Receiver<()>,
+        wait: std::time::Duration,
+        input: String,
+    ) -> Self {
+        Self { inner, edges, wait, input }
+    }
+}
+
+impl<S: FrameSource> FrameSource for Triggered<S> {
+    fn next_frame(&mut self) -> Result<Frame, FrameError> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.edges.recv_timeout(self.wait) {
+            Ok(()) => {
+                self.inner.flush();
+                self.inner.next_frame()
+            }
+            Err(RecvTimeoutError::Timeout) => Err(FrameError::Idle),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(FrameError::Lost { device: self.input.clone(), reason: "trigger input stopped".into() })
+            }
+        }
+    }
+
+    fn interval_us(&self) -> Option<u64> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        format!("{}, triggered by {}", self.inner.describe(), self.input)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +394,24 @@ mod tests {
                 other => panic!("expected a lost camera, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_triggered_source_captures_once_per_edge_and_idles_between() {
+        let spec = SynthSpec::square(Surface::Fabric, 32);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let wait = std::time::Duration::from_millis(20);
+        let mut t =
+            Triggered::new(SyntheticConveyor::new(spec, 1000.0, 0.0, 3), rx, wait, "photo-eye".into());
+        assert_eq!(t.interval_us(), None, "the trigger, not a clock, paces parts");
+        assert!(matches!(t.next_frame(), Err(FrameError::Idle)));
+        tx.send(()).unwrap();
+        tx.send(()).unwrap();
+        assert_eq!(t.next_frame().unwrap().seq, 0);
+        assert_eq!(t.next_frame().unwrap().seq, 1);
+        assert!(matches!(t.next_frame(), Err(FrameError::Idle)));
+        drop(tx);
+        let err = t.next_frame().unwrap_err().to_string();
+        assert!(err.contains("photo-eye") && err.contains("stopped"), "{err}");
     }
 }

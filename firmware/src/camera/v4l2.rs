@@ -107,6 +107,20 @@ impl FrameSource for V4l2Source {
         None
     }
 
+    fn flush(&mut self) {
+        // Dequeue whatever the driver filled before now: with a short timeout `next`
+        // returns at once while buffers are queued and times out when they are drained.
+        if let Some(stream) = self.stream.as_mut() {
+            stream.set_timeout(Duration::from_millis(1));
+            for _ in 0..=BUFFERS {
+                if stream.next().is_err() {
+                    break;
+                }
+            }
+            stream.set_timeout(self.timeout);
+        }
+    }
+
     fn describe(&self) -> String {
         format!("V4L2 camera {} ({}x{} {:?})", self.path.display(), self.width, self.height, self.format)
     }
