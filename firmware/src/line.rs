@@ -2,7 +2,7 @@
 //! owns the station, so reject pulses stay on time however long inference takes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ use embedded_hal::digital::OutputPin;
 use crate::camera::{FrameError, FrameSource};
 use crate::clock::{Clock, MonotonicClock};
 use crate::station::{Inspected, Inspector, PartResult, Station, inspect};
+
+/// Fault text of a part that passed while inspection was behind.
+pub const OVERRUN: &str = "overrun: the part passed while the previous one was being inspected";
 
 /// When to stop.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,6 +38,9 @@ pub struct Summary {
     pub counters: crate::station::Counters,
     /// Rising edges on the reject output.
     pub pulses_fired: u64,
+    /// Parts that passed uninspected because frames came faster than inference
+    /// (counted in `counters.uninspected` too).
+    pub overruns: u64,
     /// Parts whose ground truth was known.
     pub with_truth: u64,
     /// Of those, judged correctly (NG for defective, OK for good).
@@ -67,6 +73,8 @@ where
 {
     let (tx, rx) = mpsc::sync_channel::<(u64, Inspected)>(4);
     let worker_stop = Arc::clone(&stop);
+    let overruns = Arc::new(AtomicU64::new(0));
+    let worker_overruns = Arc::clone(&overruns);
     let worker = std::thread::spawn(move || {
         let interval = source.interval_us();
         let mut backoff = retry.first_ms;
@@ -81,12 +89,32 @@ where
                 let now = clock.now_us();
                 if due > now {
                     std::thread::sleep(Duration::from_micros(due - now));
+                } else if now - due >= iv {
+                    // Overrun: the belt did not wait, this part passed the camera while
+                    // the previous one was being scored.
+                    let truth = source.next_frame().ok().and_then(|f| f.truth);
+                    seq += 1;
+                    worker_overruns.fetch_add(1, Ordering::Relaxed);
+                    if tx.send((now, Inspected { seq: seq - 1, truth, score: Err(OVERRUN.into()) })).is_err()
+                    {
+                        break;
+                    }
+                    continue;
                 }
             }
             let frame = source.next_frame();
             let captured = clock.now_us();
             if !matches!(frame, Err(FrameError::Idle)) {
                 seq += 1;
+            }
+            // Parts the camera dropped while inspection was behind: each is uninspected.
+            let dropped = frame.as_ref().map_or(0, |f| f.dropped_before);
+            for _ in 0..dropped {
+                worker_overruns.fetch_add(1, Ordering::Relaxed);
+                let part = Inspected { seq: u64::MAX, truth: None, score: Err(OVERRUN.into()) };
+                if tx.send((captured, part)).is_err() {
+                    return;
+                }
             }
             match &frame {
                 Err(FrameError::End(_)) => break,
@@ -150,10 +178,54 @@ where
     Summary {
         counters: station.counters(),
         pulses_fired: pulses,
+        overruns: overruns.load(Ordering::Relaxed),
         with_truth,
         correct,
         latency_p50_ms: pct(0.5),
         latency_p99_ms: pct(0.99),
         seconds: (clock.now_us() - started) as f64 / 1e6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::{Pusher, SimPin};
+    use crate::camera::SyntheticConveyor;
+    use crate::config::Uninspected;
+    use crate::schedule::{BeltTiming, RejectScheduler};
+    use kensa_shared::synth::{Surface, SynthSpec};
+
+    /// Takes 25 ms per part; every part scores OK.
+    struct Slow;
+
+    impl Inspector for Slow {
+        fn score(&mut self, _: &image::DynamicImage) -> Result<f32, String> {
+            std::thread::sleep(Duration::from_millis(25));
+            Ok(0.0)
+        }
+
+        fn threshold(&self) -> f32 {
+            1.0
+        }
+    }
+
+    #[test]
+    fn parts_arriving_faster_than_inference_are_counted_uninspected_not_lost() {
+        let clock = MonotonicClock::default();
+        let timing = BeltTiming { delay_us: 300_000, width_us: 10_000, min_gap_us: 1_000, lead_us: 1_000 };
+        let pusher = Pusher::new(SimPin::new(clock), false).unwrap();
+        let mut station = Station::new(1.0, pusher, RejectScheduler::new(timing), clock, Uninspected::Reject);
+        // 200 parts/s against 40 inspections/s.
+        let source = SyntheticConveyor::new(SynthSpec::square(Surface::Fabric, 32), 200.0, 0.0, 1);
+        let limits = RunLimits { parts: Some(30) };
+        let retry = Retry { first_ms: 1.0, max_ms: 1.0 };
+        let s = run(source, Slow, &mut station, clock, limits, retry, Arc::default(), |_| ());
+        let c = s.counters;
+        assert_eq!(c.parts, 30, "every part on the belt is accounted for");
+        assert!(s.overruns >= 10, "only {} overruns at 5x the inspection rate", s.overruns);
+        assert_eq!(c.uninspected, s.overruns);
+        assert_eq!(c.ok + c.uninspected, 30);
+        assert_eq!(c.rejects, c.uninspected, "the reject policy pushes every uninspected part");
     }
 }

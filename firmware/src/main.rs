@@ -268,9 +268,18 @@ fn report(s: &Summary, json: bool) -> Result<()> {
     }
     let c = s.counters;
     println!(
-        "\n{} parts in {:.1} s: {} OK, {} NG, {} uninspected; {} reject pulses fired ({} parts shared a \
-         neighbour's stroke), {} late (line stops {})",
-        c.parts, s.seconds, c.ok, c.ng, c.uninspected, s.pulses_fired, c.merged, c.late, c.line_stops
+        "\n{} parts in {:.1} s: {} OK, {} NG, {} uninspected ({} overruns); {} reject pulses fired ({} parts \
+         shared a neighbour's stroke), {} late (line stops {})",
+        c.parts,
+        s.seconds,
+        c.ok,
+        c.ng,
+        c.uninspected,
+        s.overruns,
+        s.pulses_fired,
+        c.merged,
+        c.late,
+        c.line_stops
     );
     if s.with_truth > 0 {
         println!(

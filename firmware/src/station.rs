@@ -281,6 +281,7 @@ mod tests {
             image: DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, image::Luma([grey]))),
             truth: None,
             origin: format!("test {seq}"),
+            dropped_before: 0,
         })
     }
 

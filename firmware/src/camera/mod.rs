@@ -28,6 +28,9 @@ pub struct Frame {
     pub truth: Option<bool>,
     /// Where the frame came from (file name, device), for logs.
     pub origin: String,
+    /// Frames the device dropped just before this one (its buffers were full because
+    /// inspection fell behind): parts that passed uninspected.
+    pub dropped_before: u64,
 }
 
 /// Why no usable frame came.
@@ -136,6 +139,7 @@ impl FrameSource for SyntheticConveyor {
             image: DynamicImage::ImageLuma8(sample.image),
             truth: Some(defective),
             origin: format!("synthetic part {seq}"),
+            dropped_before: 0,
         })
     }
 
@@ -200,7 +204,7 @@ impl FrameSource for DirSource {
             .map_err(|e| e.to_string())
             .and_then(|b| image::load_from_memory(&b).map_err(|e| e.to_string()));
         match decoded {
-            Ok(image) => Ok(Frame { seq, image, truth: None, origin }),
+            Ok(image) => Ok(Frame { seq, image, truth: None, origin, dropped_before: 0 }),
             Err(reason) => Err(FrameError::Corrupt { seq, origin, reason }),
         }
     }

@@ -28,6 +28,8 @@ pub struct V4l2Source {
     height: u32,
     timeout: Duration,
     seq: u64,
+    /// The driver's sequence number of the last frame, to spot dropped frames.
+    last_sequence: Option<u32>,
     // Field order: the stream unmaps its buffers before the device closes.
     stream: Option<Stream<'static>>,
     device: Option<Device>,
@@ -43,7 +45,7 @@ impl V4l2Source {
     /// A camera at `path` delivering `width`×`height` frames in `format`; a frame not
     /// delivered within `timeout` counts as a lost camera.
     pub fn new(path: PathBuf, format: PixelFormat, width: u32, height: u32, timeout: Duration) -> Self {
-        Self { path, format, width, height, timeout, seq: 0, stream: None, device: None }
+        Self { path, format, width, height, timeout, seq: 0, last_sequence: None, stream: None, device: None }
     }
 
     fn lost(&self, reason: String) -> FrameError {
@@ -82,14 +84,18 @@ impl FrameSource for V4l2Source {
             self.open()?;
         }
         let stream = self.stream.as_mut().expect("opened above");
-        let raw = match stream.next() {
-            Ok((buf, meta)) => buf[..(meta.bytesused as usize).min(buf.len())].to_vec(),
+        let (raw, sequence) = match stream.next() {
+            Ok((buf, meta)) => (buf[..(meta.bytesused as usize).min(buf.len())].to_vec(), meta.sequence),
             Err(e) => {
                 self.stream = None;
                 self.device = None;
+                self.last_sequence = None;
                 return Err(self.lost(format!("capture failed: {e}")));
             }
         };
+        let dropped_before =
+            self.last_sequence.map_or(0, |last| u64::from(sequence.wrapping_sub(last).saturating_sub(1)));
+        self.last_sequence = Some(sequence);
         let seq = self.seq;
         self.seq += 1;
         let origin = self.path.display().to_string();
@@ -100,7 +106,7 @@ impl FrameSource for V4l2Source {
             PixelFormat::Mjpg => mjpeg_to_rgb(&raw),
         }
         .map_err(|e| FrameError::Corrupt { seq, origin: origin.clone(), reason: e.to_string() })?;
-        Ok(Frame { seq, image, truth: None, origin })
+        Ok(Frame { seq, image, truth: None, origin, dropped_before })
     }
 
     fn interval_us(&self) -> Option<u64> {
@@ -118,6 +124,8 @@ impl FrameSource for V4l2Source {
                 }
             }
             stream.set_timeout(self.timeout);
+            // Frames discarded on purpose are not overruns.
+            self.last_sequence = None;
         }
     }
 
