@@ -95,7 +95,12 @@ where
                     let truth = source.next_frame().ok().and_then(|f| f.truth);
                     seq += 1;
                     worker_overruns.fetch_add(1, Ordering::Relaxed);
-                    if tx.send((now, Inspected { seq: seq - 1, truth, score: Err(OVERRUN.into()) })).is_err()
+                    if tx
+                        .send((
+                            now,
+                            Inspected { seq: seq - 1, truth, score: Err(OVERRUN.into()), thumbnail: None },
+                        ))
+                        .is_err()
                     {
                         break;
                     }
@@ -111,7 +116,8 @@ where
             let dropped = frame.as_ref().map_or(0, |f| f.dropped_before);
             for _ in 0..dropped {
                 worker_overruns.fetch_add(1, Ordering::Relaxed);
-                let part = Inspected { seq: u64::MAX, truth: None, score: Err(OVERRUN.into()) };
+                let part =
+                    Inspected { seq: u64::MAX, truth: None, score: Err(OVERRUN.into()), thumbnail: None };
                 if tx.send((captured, part)).is_err() {
                     return;
                 }

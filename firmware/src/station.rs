@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use embedded_hal::digital::OutputPin;
-use image::DynamicImage;
+use image::{DynamicImage, RgbImage};
 use kensa_shared::verdict::{Verdict, decide};
 
 use crate::actuator::{Pusher, Signal};
@@ -35,6 +35,21 @@ pub struct Inspected {
     pub truth: Option<bool>,
     /// The score, or why there is none.
     pub score: Result<f32, String>,
+    /// A small copy of the frame, when there was one.
+    pub thumbnail: Option<RgbImage>,
+}
+
+/// Longest side of the thumbnails kept of rejected parts (px): enough for a
+/// technician to see the part, small enough for 64 of them and a serial line.
+pub const THUMBNAIL_SIDE: u32 = 64;
+
+/// The frame shrunk to fit [`THUMBNAIL_SIDE`] (never enlarged), aspect kept.
+fn thumbnail(image: &DynamicImage) -> RgbImage {
+    if image.width() <= THUMBNAIL_SIDE && image.height() <= THUMBNAIL_SIDE {
+        image.to_rgb8()
+    } else {
+        image.thumbnail(THUMBNAIL_SIDE, THUMBNAIL_SIDE).to_rgb8()
+    }
 }
 
 /// Score `frame` (or carry the reason there is no frame).
@@ -44,9 +59,12 @@ pub fn inspect<I: Inspector>(inspector: &mut I, frame: Result<Frame, FrameError>
             seq: f.seq,
             truth: f.truth,
             score: inspector.score(&f.image).map_err(|e| format!("model error: {e}")),
+            thumbnail: Some(thumbnail(&f.image)),
         },
-        Err(e @ FrameError::Corrupt { seq, .. }) => Inspected { seq, truth: None, score: Err(e.to_string()) },
-        Err(e) => Inspected { seq: u64::MAX, truth: None, score: Err(e.to_string()) },
+        Err(e @ FrameError::Corrupt { seq, .. }) => {
+            Inspected { seq, truth: None, score: Err(e.to_string()), thumbnail: None }
+        }
+        Err(e) => Inspected { seq: u64::MAX, truth: None, score: Err(e.to_string()), thumbnail: None },
     }
 }
 
@@ -80,6 +98,8 @@ pub struct PartResult {
     pub fault: Option<String>,
     /// Ground truth, when the source knows it.
     pub truth: Option<bool>,
+    /// Thumbnail of a part that was not judged OK (NG, or uninspected with a frame).
+    pub thumbnail: Option<RgbImage>,
 }
 
 /// Running totals for diagnostics.
@@ -159,7 +179,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
 
     /// Decide on the part captured at `captured_us` and act on it.
     pub fn decide(&mut self, captured_us: u64, part: Inspected) -> PartResult {
-        let Inspected { seq, truth, score: scored } = part;
+        let Inspected { seq, truth, score: scored, thumbnail } = part;
         let (score, verdict, fault) = match scored {
             Ok(s) => {
                 let v = decide(s, self.threshold);
@@ -199,7 +219,9 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         } else {
             Action::Pass
         };
-        let r = PartResult { seq, captured_us, decided_us: now, score, verdict, action, fault, truth };
+        let thumbnail = thumbnail.filter(|_| verdict != Verdict::Ok);
+        let r =
+            PartResult { seq, captured_us, decided_us: now, score, verdict, action, fault, truth, thumbnail };
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
@@ -339,6 +361,20 @@ mod tests {
         assert_eq!((c.parts, c.ok, c.ng, c.uninspected, c.rejects, c.late), (5, 2, 1, 2, 3, 0));
         assert!(!st.line_stopped());
         assert_eq!(st.recent().count(), 5);
+        // Thumbnails are kept of the parts that left the belt and had a frame.
+        let thumbs: Vec<Option<(u32, u32)>> =
+            st.recent().map(|r| r.thumbnail.as_ref().map(|t| t.dimensions())).collect();
+        assert_eq!(thumbs, [None, Some((4, 4)), Some((4, 4)), None, None]);
+        let ng = st.recent().nth(1).unwrap().thumbnail.clone().unwrap();
+        assert_eq!(ng.get_pixel(0, 0).0, [200, 200, 200], "the thumbnail shows the part");
+    }
+
+    #[test]
+    fn thumbnails_are_small_whatever_the_frame_size() {
+        let big = DynamicImage::ImageLuma8(image::GrayImage::new(1280, 960));
+        let f = Frame { seq: 0, image: big, truth: None, origin: "cam".into(), dropped_before: 0 };
+        let t = inspect(&mut MeanGrey, Ok(f)).thumbnail.unwrap();
+        assert_eq!(t.dimensions(), (THUMBNAIL_SIDE, THUMBNAIL_SIDE * 3 / 4));
     }
 
     #[test]
