@@ -31,6 +31,48 @@ pub struct Retry {
     pub max_ms: f64,
 }
 
+/// Timings the worker measured for one part (µs).
+#[derive(Debug, Clone, Copy)]
+struct WorkerTimes {
+    /// Waiting for and decoding the frame.
+    capture_us: u64,
+    /// Preprocessing and inference.
+    inspect_us: u64,
+}
+
+/// Median and 99th percentile of one stage (ms).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+impl Percentiles {
+    fn of(mut us: Vec<u64>) -> Self {
+        us.sort_unstable();
+        let at = |q: f64| {
+            us.get(((us.len().saturating_sub(1)) as f64 * q).round() as usize)
+                .map_or(0.0, |&v| v as f64 / 1e3)
+        };
+        Self { p50_ms: at(0.5), p99_ms: at(0.99) }
+    }
+}
+
+/// Per-stage latency of a run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StageLatency {
+    /// Waiting for the frame and decoding it (for a camera, mostly waiting).
+    pub capture: Percentiles,
+    /// Preprocessing and inference.
+    pub inspect: Percentiles,
+    /// Scored result waiting for the station thread.
+    pub queue: Percentiles,
+    /// Decision and scheduling on the station thread.
+    pub decide: Percentiles,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
@@ -49,6 +91,8 @@ pub struct Summary {
     pub latency_p50_ms: f64,
     /// Capture → decision latency, 99th percentile (ms).
     pub latency_p99_ms: f64,
+    /// Where that latency goes, for parts that were captured and scored.
+    pub stages: StageLatency,
     /// Wall time of the run (s).
     pub seconds: f64,
 }
@@ -71,7 +115,7 @@ where
     I: Inspector + Send + 'static,
     P: OutputPin,
 {
-    let (tx, rx) = mpsc::sync_channel::<(u64, Inspected)>(4);
+    let (tx, rx) = mpsc::sync_channel::<(u64, Inspected, Option<WorkerTimes>)>(4);
     let worker_stop = Arc::clone(&stop);
     let overruns = Arc::new(AtomicU64::new(0));
     let worker_overruns = Arc::clone(&overruns);
@@ -95,18 +139,14 @@ where
                     let truth = source.next_frame().ok().and_then(|f| f.truth);
                     seq += 1;
                     worker_overruns.fetch_add(1, Ordering::Relaxed);
-                    if tx
-                        .send((
-                            now,
-                            Inspected { seq: seq - 1, truth, score: Err(OVERRUN.into()), thumbnail: None },
-                        ))
-                        .is_err()
-                    {
+                    let part = Inspected { seq: seq - 1, truth, score: Err(OVERRUN.into()), thumbnail: None };
+                    if tx.send((now, part, None)).is_err() {
                         break;
                     }
                     continue;
                 }
             }
+            let asked = clock.now_us();
             let frame = source.next_frame();
             let captured = clock.now_us();
             if !matches!(frame, Err(FrameError::Idle)) {
@@ -118,7 +158,7 @@ where
                 worker_overruns.fetch_add(1, Ordering::Relaxed);
                 let part =
                     Inspected { seq: u64::MAX, truth: None, score: Err(OVERRUN.into()), thumbnail: None };
-                if tx.send((captured, part)).is_err() {
+                if tx.send((captured, part, None)).is_err() {
                     return;
                 }
             }
@@ -128,7 +168,7 @@ where
                 Err(FrameError::Lost { .. }) => {
                     // The part in front of the camera is uninspected; wait before retrying.
                     let part = inspect(&mut inspector, frame);
-                    if tx.send((captured, part)).is_err() {
+                    if tx.send((captured, part, None)).is_err() {
                         break;
                     }
                     std::thread::sleep(Duration::from_secs_f64(backoff / 1e3));
@@ -138,7 +178,8 @@ where
                 _ => backoff = retry.first_ms,
             }
             let part = inspect(&mut inspector, frame);
-            if tx.send((captured, part)).is_err() {
+            let times = WorkerTimes { capture_us: captured - asked, inspect_us: clock.now_us() - captured };
+            if tx.send((captured, part, Some(times))).is_err() {
                 break;
             }
         }
@@ -146,6 +187,8 @@ where
 
     let started = clock.now_us();
     let mut latencies = Vec::new();
+    let (mut capture, mut inspect_t, mut queue, mut decide_t) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut pulses, mut with_truth, mut correct) = (0u64, 0u64, 0u64);
     let mut worker_done = false;
     loop {
@@ -153,8 +196,15 @@ where
         let wait =
             station.next_deadline().map_or(1_000, |d| d.saturating_sub(clock.now_us()).min(1_000)).max(50);
         match rx.recv_timeout(Duration::from_micros(wait)) {
-            Ok((captured, part)) => {
+            Ok((captured, part, times)) => {
+                let received = clock.now_us();
                 let r = station.decide(captured, part);
+                if let Some(t) = times {
+                    capture.push(t.capture_us);
+                    inspect_t.push(t.inspect_us);
+                    queue.push(received.saturating_sub(captured + t.inspect_us));
+                    decide_t.push(clock.now_us() - received);
+                }
                 latencies.push(r.decided_us.saturating_sub(r.captured_us));
                 if let Some(t) = r.truth {
                     with_truth += 1;
@@ -175,20 +225,22 @@ where
         }
     }
     let _ = worker.join();
-    latencies.sort_unstable();
-    let pct = |q: f64| {
-        latencies
-            .get(((latencies.len().saturating_sub(1)) as f64 * q).round() as usize)
-            .map_or(0.0, |&v| v as f64 / 1e3)
+    let stages = StageLatency {
+        capture: Percentiles::of(capture),
+        inspect: Percentiles::of(inspect_t),
+        queue: Percentiles::of(queue),
+        decide: Percentiles::of(decide_t),
     };
+    let total = Percentiles::of(latencies);
     Summary {
         counters: station.counters(),
         pulses_fired: pulses,
         overruns: overruns.load(Ordering::Relaxed),
         with_truth,
         correct,
-        latency_p50_ms: pct(0.5),
-        latency_p99_ms: pct(0.99),
+        latency_p50_ms: total.p50_ms,
+        latency_p99_ms: total.p99_ms,
+        stages,
         seconds: (clock.now_us() - started) as f64 / 1e6,
     }
 }
@@ -233,5 +285,8 @@ mod tests {
         assert_eq!(c.uninspected, s.overruns);
         assert_eq!(c.ok + c.uninspected, 30);
         assert_eq!(c.rejects, c.uninspected, "the reject policy pushes every uninspected part");
+        // Stage timing sees the inspector's 25 ms, and only for parts it scored.
+        assert!((25.0..200.0).contains(&s.stages.inspect.p50_ms), "{:?}", s.stages);
+        assert!(s.stages.decide.p50_ms < s.stages.inspect.p50_ms, "{:?}", s.stages);
     }
 }

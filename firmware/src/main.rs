@@ -290,5 +290,18 @@ fn report(s: &Summary, json: bool) -> Result<()> {
         );
     }
     println!("capture -> decision latency: p50 {:.1} ms, p99 {:.1} ms", s.latency_p50_ms, s.latency_p99_ms);
+    let st = &s.stages;
+    println!(
+        "stages p50 (p99): capture {:.1} ({:.1}) ms, preprocess + inference {:.1} ({:.1}) ms, queue {:.2} ({:.2}) ms, \
+         decision {:.3} ({:.3}) ms",
+        st.capture.p50_ms,
+        st.capture.p99_ms,
+        st.inspect.p50_ms,
+        st.inspect.p99_ms,
+        st.queue.p50_ms,
+        st.queue.p99_ms,
+        st.decide.p50_ms,
+        st.decide.p99_ms
+    );
     Ok(())
 }

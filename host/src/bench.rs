@@ -10,6 +10,7 @@ use anyhow::Result;
 use image::DynamicImage;
 
 use crate::model::{Scorer, StageTimes, TrainedModel};
+use kensa_shared::runtime::Runner;
 
 /// Latency statistics of one stage.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -47,6 +48,34 @@ pub fn run(model: TrainedModel, images: &[DynamicImage], runs: usize) -> Result<
         ("map", col(|t| t.map)),
         ("total", col(StageTimes::total)),
     ])
+}
+
+/// Pixels of `img` as the package's graph takes them.
+fn pixels(runner: &Runner, img: &DynamicImage) -> Vec<u8> {
+    runner.manifest().preprocess.apply(img).iter().map(|&v| v as u8).collect()
+}
+
+/// Latency of the package graph alone (preprocessed input in, outputs out) over `runs`
+/// images, after a warm-up.
+pub fn run_package(runner: &Runner, images: &[DynamicImage], runs: usize) -> Result<Stat> {
+    anyhow::ensure!(!images.is_empty() && runs > 0, "nothing to benchmark");
+    let inputs: Vec<Vec<u8>> = images.iter().map(|i| pixels(runner, i)).collect();
+    for px in inputs.iter().cycle().take(3) {
+        runner.run_pixels(px.clone())?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for px in inputs.iter().cycle().take(runs) {
+        let px = px.clone();
+        let t = std::time::Instant::now();
+        runner.run_pixels(px)?;
+        times.push(t.elapsed());
+    }
+    Ok(stat(&times))
+}
+
+/// Per-op time of the package graph on `img`, slowest first (ms per run).
+pub fn profile_package(runner: &Runner, img: &DynamicImage, runs: usize) -> Result<Vec<(String, f64)>> {
+    Ok(runner.profile(&pixels(runner, img), runs)?)
 }
 
 #[cfg(test)]

@@ -60,9 +60,18 @@ enum Command {
     },
     /// Time scoring one image at a time on one thread, stage by stage.
     Bench {
-        /// The trained model.
+        /// The trained model (training-time pipeline, stage by stage).
+        #[arg(short, long, required_unless_present = "package", conflicts_with = "package")]
+        model: Option<PathBuf>,
+        /// A model package instead, run by tract as the box runs it.
         #[arg(short, long)]
-        model: PathBuf,
+        package: Option<PathBuf>,
+        /// With --package: tract threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// With --package: also print where the time goes, op by op.
+        #[arg(long)]
+        profile: bool,
         /// Images scored in turn (default: one generated part).
         images: Vec<PathBuf>,
         /// Images timed after the warm-up.
@@ -502,11 +511,9 @@ impl Cli {
                 }
                 Ok(())
             }
-            Command::Bench { model, images, runs } => {
-                let m = model::TrainedModel::load(&model)?;
+            Command::Bench { model, package, threads, profile, images, runs } => {
                 let imgs = if images.is_empty() {
-                    let spec =
-                        SynthSpec::square(Surface::BrushedMetal, m.preprocess.width.max(m.preprocess.height));
+                    let spec = SynthSpec::square(Surface::BrushedMetal, 256);
                     vec![image::DynamicImage::ImageLuma8(kensa_shared::synth::generate(&spec, 1, true).image)]
                 } else {
                     predict::collect_inputs(&images)?
@@ -514,6 +521,26 @@ impl Cli {
                         .map(|p| dataset::open_image(p))
                         .collect::<Result<Vec<_>>>()?
                 };
+                if let Some(path) = package {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading package {}", path.display()))?;
+                    let runner = kensa_shared::runtime::Runner::from_bytes(&bytes, threads)
+                        .with_context(|| format!("package {}", path.display()))?;
+                    say!(
+                        "package {}, {} image(s), {runs} runs, tract {threads} thread(s)",
+                        path.display(),
+                        imgs.len()
+                    );
+                    let s = bench::run_package(&runner, &imgs, runs)?;
+                    say!("      graph  p50 {:8.2} ms   p90 {:8.2} ms", s.p50_ms, s.p90_ms);
+                    if profile {
+                        for (op, ms) in bench::profile_package(&runner, &imgs[0], runs)? {
+                            say!("{op:>28}  {ms:8.2} ms");
+                        }
+                    }
+                    return Ok(());
+                }
+                let m = model::TrainedModel::load(&model.expect("clap requires --model or --package"))?;
                 say!("{} model, {} image(s), {runs} runs, one thread, batch 1", m.head.name(), imgs.len());
                 for (stage, s) in bench::run(m, &imgs, runs)? {
                     say!("{stage:>11}  p50 {:8.2} ms   p90 {:8.2} ms", s.p50_ms, s.p90_ms);

@@ -116,6 +116,37 @@ impl Runner {
         Ok((score, map))
     }
 
+    /// Time `runs` graph runs on `pixels`, op by op: `(op name, ms per run)`, slowest
+    /// first. Where the time goes, for benchmarks.
+    pub fn profile(&self, pixels: &[u8], runs: usize) -> Result<Vec<(String, f64)>, RuntimeError> {
+        let p = self.manifest.preprocess;
+        let input: Tensor = tract_ndarray::Array4::from_shape_vec(
+            (1, 3, p.height as usize, p.width as usize),
+            pixels.to_vec(),
+        )
+        .map_err(|e| RuntimeError::Run(e.to_string()))?
+        .into();
+        let mut totals: std::collections::HashMap<String, f64> = Default::default();
+        let mut state = TypedSimpleState::new(&self.plan).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        for run in 0..runs + 1 {
+            state
+                .run_plan_with_eval(tvec!(input.clone().into()), |session, op_state, node, inputs| {
+                    let t = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+                    // The first run warms caches and allocations; it is not counted.
+                    if run > 0 {
+                        *totals.entry(node.op.name().to_string()).or_default() += t.elapsed().as_secs_f64();
+                    }
+                    out
+                })
+                .map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        }
+        let mut ops: Vec<(String, f64)> =
+            totals.into_iter().map(|(k, v)| (k, v * 1e3 / runs.max(1) as f64)).collect();
+        ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(ops)
+    }
+
     /// Score one image: the shared preprocessing, then the graph (per tile when tiled).
     /// A NaN anywhere makes the score NaN, which verdicts treat as "not inspected".
     pub fn score(&self, img: &DynamicImage) -> Result<Output, RuntimeError> {

@@ -5,9 +5,9 @@
   kensa_ort.py run MODEL.onnx INPUT.u8... --out DIR
       each INPUT is raw u8 pixels [1,3,H,W]; writes DIR/<model>.<input>.map (f32 LE)
       and DIR/<model>.<input>.score (f32 LE), one thread.
-  kensa_ort.py bench MODEL.onnx INPUT.u8 --runs N --threads T
+  kensa_ort.py bench MODEL.onnx [INPUT.u8] --runs N --threads T
       prints JSON {"p50_ms":..., "p90_ms":...} of single-image latency.
-  kensa_ort.py profile MODEL.onnx INPUT.u8 --runs N --threads T
+  kensa_ort.py profile MODEL.onnx [INPUT.u8] --runs N --threads T
       prints JSON {op_type: ms per run} from onnxruntime's profiler.
 
 The graphs are read from .onnx files (`kensa inspect-package --extract-onnx`), so this
@@ -35,6 +35,9 @@ def session(path, threads, profile=False):
 
 def load_input(sess, path):
     shape = sess.get_inputs()[0].shape
+    if path is None:
+        # Latency does not depend on pixel values; a fixed pseudo-random frame.
+        return np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     data = np.fromfile(path, dtype=np.uint8)
     if data.size != int(np.prod(shape)):
         sys.exit(f"{path}: {data.size} bytes, the graph wants {shape}")
@@ -101,7 +104,7 @@ def main():
     for name in ("bench", "profile"):
         b = sub.add_parser(name)
         b.add_argument("model")
-        b.add_argument("input")
+        b.add_argument("input", nargs="?", help="raw u8 pixels (default: a fixed random frame)")
         b.add_argument("--runs", type=int, default=50)
         b.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
