@@ -11,6 +11,11 @@ use embedded_hal::digital::{ErrorType, OutputPin};
 use crate::clock::Clock;
 use crate::schedule::{Edge, RejectScheduler};
 
+/// Switch an output on or off, honouring its polarity.
+fn drive<P: OutputPin>(pin: &mut P, on: bool, active_low: bool) -> Result<(), P::Error> {
+    if on != active_low { pin.set_high() } else { pin.set_low() }
+}
+
 /// The reject output: a pin plus its polarity.
 #[derive(Debug)]
 pub struct Pusher<P> {
@@ -32,11 +37,7 @@ impl<P: OutputPin> Pusher<P> {
         if out == self.out {
             return Ok(());
         }
-        if out != self.active_low {
-            self.pin.set_high()?
-        } else {
-            self.pin.set_low()?
-        }
+        drive(&mut self.pin, out, self.active_low)?;
         self.out = out;
         Ok(())
     }
@@ -79,7 +80,7 @@ impl<P: OutputPin + Send> PinSignal<P> {
     }
 
     fn drive(&mut self, on: bool) -> Result<(), P::Error> {
-        if on != self.active_low { self.pin.set_high() } else { self.pin.set_low() }
+        drive(&mut self.pin, on, self.active_low)
     }
 }
 

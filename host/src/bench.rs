@@ -50,16 +50,11 @@ pub fn run(model: TrainedModel, images: &[DynamicImage], runs: usize) -> Result<
     ])
 }
 
-/// Pixels of `img` as the package's graph takes them.
-fn pixels(runner: &Runner, img: &DynamicImage) -> Vec<u8> {
-    runner.manifest().preprocess.apply(img).iter().map(|&v| v as u8).collect()
-}
-
 /// Latency of the package graph alone (preprocessed input in, outputs out) over `runs`
 /// images, after a warm-up.
 pub fn run_package(runner: &Runner, images: &[DynamicImage], runs: usize) -> Result<Stat> {
     anyhow::ensure!(!images.is_empty() && runs > 0, "nothing to benchmark");
-    let inputs: Vec<Vec<u8>> = images.iter().map(|i| pixels(runner, i)).collect();
+    let inputs: Vec<Vec<u8>> = images.iter().map(|i| runner.pixels(i)).collect();
     for px in inputs.iter().cycle().take(3) {
         runner.run_pixels(px.clone())?;
     }
@@ -75,7 +70,7 @@ pub fn run_package(runner: &Runner, images: &[DynamicImage], runs: usize) -> Res
 
 /// Per-op time of the package graph on `img`, slowest first (ms per run).
 pub fn profile_package(runner: &Runner, img: &DynamicImage, runs: usize) -> Result<Vec<(String, f64)>> {
-    Ok(runner.profile(&pixels(runner, img), runs)?)
+    Ok(runner.profile(&runner.pixels(img), runs)?)
 }
 
 #[cfg(test)]

@@ -88,6 +88,11 @@ impl Runner {
         &self.manifest
     }
 
+    /// `img` through the shared preprocessing, as the graph's u8 input.
+    pub fn pixels(&self, img: &DynamicImage) -> Vec<u8> {
+        self.manifest.preprocess.apply(img).iter().map(|&v| v as u8).collect()
+    }
+
     /// Run the graph on pixels already preprocessed to the input size (`[3, H, W]`, u8).
     pub fn run_pixels(&self, pixels: Vec<u8>) -> Result<(f32, Vec<f32>), RuntimeError> {
         let p = self.manifest.preprocess;
@@ -152,9 +157,8 @@ impl Runner {
     pub fn score(&self, img: &DynamicImage) -> Result<Output, RuntimeError> {
         let p = self.manifest.preprocess;
         let (h, w) = (p.height as usize, p.width as usize);
-        let to_pixels = |i: &DynamicImage| p.apply(i).iter().map(|&v| v as u8).collect::<Vec<u8>>();
         let Some(tiling) = self.manifest.tiling else {
-            let (score, map) = self.run_pixels(to_pixels(img))?;
+            let (score, map) = self.run_pixels(self.pixels(img))?;
             return Ok(Output { score, map, width: w, height: h });
         };
         let tiles = crops(Some(tiling), img);
@@ -164,7 +168,7 @@ impl Runner {
         let mut stitcher = Stitcher::new(img.width(), img.height(), t0.w, t0.h, w, h);
         let mut best = f32::NEG_INFINITY;
         for (tile, crop) in &tiles {
-            let (score, map) = self.run_pixels(to_pixels(crop))?;
+            let (score, map) = self.run_pixels(self.pixels(crop))?;
             best = if score.is_nan() || best.is_nan() { f32::NAN } else { best.max(score) };
             stitcher.add(*tile, &map, w, h);
         }
