@@ -3,12 +3,21 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A monotonic clock in µs.
 pub trait Clock {
     /// Now, µs since the clock's origin.
     fn now_us(&self) -> u64;
+
+    /// Block until `t_us` (at once if it has passed). A manual clock jumps there
+    /// instead, which makes a waiting loop exact and instant under test.
+    fn sleep_until(&self, t_us: u64) {
+        let now = self.now_us();
+        if t_us > now {
+            std::thread::sleep(Duration::from_micros(t_us - now));
+        }
+    }
 }
 
 /// The system's monotonic clock, from the moment it was made.
@@ -49,6 +58,10 @@ impl Clock for ManualClock {
     fn now_us(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
+
+    fn sleep_until(&self, t_us: u64) {
+        self.set(t_us);
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +76,8 @@ mod tests {
         b.advance(5);
         a.set(3);
         assert_eq!((a.now_us(), b.now_us()), (15, 15));
+        b.sleep_until(40);
+        a.sleep_until(20);
+        assert_eq!(a.now_us(), 40, "sleeping jumps forward, never back");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use embedded_hal::digital::OutputPin;
 
 use crate::camera::{FrameError, FrameSource};
-use crate::clock::{Clock, MonotonicClock};
+use crate::clock::Clock;
 use crate::station::{Inspected, Inspector, PartResult, Station, inspect};
 
 /// Fault text of a part that passed while inspection was behind.
@@ -98,13 +98,13 @@ pub struct Summary {
 }
 
 /// Run `source` through `inspector` and `station` until `limits` or `stop`; `on_part` sees
-/// every decision as it is made.
+/// every decision as it is made. Paced sources are timed from the start of the run.
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the line; a struct would only rename them
-pub fn run<S, I, P>(
+pub fn run<S, I, P, C>(
     mut source: S,
     mut inspector: I,
-    station: &mut Station<P, MonotonicClock>,
-    clock: MonotonicClock,
+    station: &mut Station<P, C>,
+    clock: C,
     limits: RunLimits,
     retry: Retry,
     stop: Arc<AtomicBool>,
@@ -114,13 +114,17 @@ where
     S: FrameSource + Send + 'static,
     I: Inspector + Send + 'static,
     P: OutputPin,
+    C: Clock + Clone + Send + 'static,
 {
     let (tx, rx) = mpsc::sync_channel::<(u64, Inspected, Option<WorkerTimes>)>(4);
     let worker_stop = Arc::clone(&stop);
     let overruns = Arc::new(AtomicU64::new(0));
     let worker_overruns = Arc::clone(&overruns);
+    let worker_clock = clock.clone();
     let worker = std::thread::spawn(move || {
+        let clock = worker_clock;
         let interval = source.interval_us();
+        let origin = clock.now_us();
         let mut backoff = retry.first_ms;
         // Counts frame slots (parts, lost or not); an idle trigger wait is not one.
         let mut seq = 0u64;
@@ -129,18 +133,18 @@ where
                 break;
             }
             if let Some(iv) = interval {
-                let due = seq * iv;
+                let due = origin + seq * iv;
                 let now = clock.now_us();
                 if due > now {
-                    std::thread::sleep(Duration::from_micros(due - now));
+                    clock.sleep_until(due);
                 } else if now - due >= iv {
-                    // Overrun: the belt did not wait, this part passed the camera while
-                    // the previous one was being scored.
-                    let truth = source.next_frame().ok().and_then(|f| f.truth);
+                    // Overrun: the belt did not wait, this part passed the camera at `due`
+                    // while the previous one was being scored; the pusher times from then.
+                    let truth = source.skip();
                     seq += 1;
                     worker_overruns.fetch_add(1, Ordering::Relaxed);
                     let part = Inspected { seq: seq - 1, truth, score: Err(OVERRUN.into()), thumbnail: None };
-                    if tx.send((now, part, None)).is_err() {
+                    if tx.send((due, part, None)).is_err() {
                         break;
                     }
                     continue;
@@ -171,7 +175,7 @@ where
                     if tx.send((captured, part, None)).is_err() {
                         break;
                     }
-                    std::thread::sleep(Duration::from_secs_f64(backoff / 1e3));
+                    clock.sleep_until(clock.now_us() + (backoff * 1e3) as u64);
                     backoff = (backoff * 2.0).min(retry.max_ms);
                     continue;
                 }
@@ -192,29 +196,38 @@ where
     let (mut pulses, mut with_truth, mut correct) = (0u64, 0u64, 0u64);
     let mut worker_done = false;
     loop {
-        // Wake for the next pulse edge or at least every millisecond.
-        let wait =
-            station.next_deadline().map_or(1_000, |d| d.saturating_sub(clock.now_us()).min(1_000)).max(50);
-        match rx.recv_timeout(Duration::from_micros(wait)) {
-            Ok((captured, part, times)) => {
-                let received = clock.now_us();
-                let r = station.decide(captured, part);
-                if let Some(t) = times {
-                    capture.push(t.capture_us);
-                    inspect_t.push(t.inspect_us);
-                    queue.push(received.saturating_sub(captured + t.inspect_us));
-                    decide_t.push(clock.now_us() - received);
-                }
-                latencies.push(r.decided_us.saturating_sub(r.captured_us));
-                if let Some(t) = r.truth {
-                    with_truth += 1;
-                    let judged_ng = r.verdict != kensa_shared::verdict::Verdict::Ok;
-                    correct += u64::from(judged_ng == t);
-                }
-                on_part(&r);
+        if worker_done {
+            // Only pulses are left: sleep to each.
+            if let Some(d) = station.next_deadline() {
+                clock.sleep_until(d);
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => worker_done = true,
+        } else {
+            // Wake for the next pulse edge or at least every millisecond.
+            let wait = station
+                .next_deadline()
+                .map_or(1_000, |d| d.saturating_sub(clock.now_us()).min(1_000))
+                .max(50);
+            match rx.recv_timeout(Duration::from_micros(wait)) {
+                Ok((captured, part, times)) => {
+                    let received = clock.now_us();
+                    let r = station.decide(captured, part);
+                    if let Some(t) = times {
+                        capture.push(t.capture_us);
+                        inspect_t.push(t.inspect_us);
+                        queue.push(received.saturating_sub(captured + t.inspect_us));
+                        decide_t.push(clock.now_us() - received);
+                    }
+                    latencies.push(r.decided_us.saturating_sub(r.captured_us));
+                    if let Some(t) = r.truth {
+                        with_truth += 1;
+                        let judged_ng = r.verdict != kensa_shared::verdict::Verdict::Ok;
+                        correct += u64::from(judged_ng == t);
+                    }
+                    on_part(&r);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => worker_done = true,
+            }
         }
         match station.tick() {
             Ok(edges) => pulses += edges.iter().filter(|e| e.high).count() as u64,
@@ -250,16 +263,17 @@ mod tests {
     use super::*;
     use crate::actuator::{Pusher, SimPin};
     use crate::camera::SyntheticConveyor;
+    use crate::clock::ManualClock;
     use crate::config::Uninspected;
     use crate::schedule::{BeltTiming, RejectScheduler};
     use kensa_shared::synth::{Surface, SynthSpec};
 
-    /// Takes 25 ms per part; every part scores OK.
-    struct Slow;
+    /// Takes 25 ms of the test's clock per part; every part scores OK.
+    struct Slow(ManualClock);
 
     impl Inspector for Slow {
         fn score(&mut self, _: &image::DynamicImage) -> Result<f32, String> {
-            std::thread::sleep(Duration::from_millis(25));
+            self.0.advance(25_000);
             Ok(0.0)
         }
 
@@ -269,24 +283,55 @@ mod tests {
     }
 
     #[test]
-    fn parts_arriving_faster_than_inference_are_counted_uninspected_not_lost() {
-        let clock = MonotonicClock::default();
-        let timing = BeltTiming { delay_us: 300_000, width_us: 10_000, min_gap_us: 1_000, lead_us: 1_000 };
-        let pusher = Pusher::new(SimPin::new(clock), false).unwrap();
-        let mut station = Station::new(1.0, pusher, RejectScheduler::new(timing), clock, Uninspected::Reject);
-        // 200 parts/s against 40 inspections/s.
-        let source = SyntheticConveyor::new(SynthSpec::square(Surface::Fabric, 32), 200.0, 0.0, 1);
+    fn parts_arriving_faster_than_inference_are_rejected_on_time_not_lost() {
+        let clock = ManualClock::default();
+        clock.set(1_000_000);
+        let timing = BeltTiming { delay_us: 300_000, width_us: 2_000, min_gap_us: 1_000, lead_us: 0 };
+        let pin = SimPin::new(clock.clone());
+        let edges = pin.log();
+        let pusher = Pusher::new(pin, false).unwrap();
+        let mut station =
+            Station::new(1.0, pusher, RejectScheduler::new(timing), clock.clone(), Uninspected::Reject);
+        // A part every 5 ms against 25 ms per inspection: one part in five is inspected.
+        let source = SyntheticConveyor::new(SynthSpec::square(Surface::Fabric, 32), 200.0, 0.3, 1);
         let limits = RunLimits { parts: Some(30) };
         let retry = Retry { first_ms: 1.0, max_ms: 1.0 };
-        let s = run(source, Slow, &mut station, clock, limits, retry, Arc::default(), |_| ());
+        let mut results = Vec::new();
+        let s = run(
+            source,
+            Slow(clock.clone()),
+            &mut station,
+            clock.clone(),
+            limits,
+            retry,
+            Arc::default(),
+            |r| results.push(r.clone()),
+        );
+
         let c = s.counters;
         assert_eq!(c.parts, 30, "every part on the belt is accounted for");
-        assert!(s.overruns >= 10, "only {} overruns at 5x the inspection rate", s.overruns);
-        assert_eq!(c.uninspected, s.overruns);
-        assert_eq!(c.ok + c.uninspected, 30);
-        assert_eq!(c.rejects, c.uninspected, "the reject policy pushes every uninspected part");
+        let inspected: Vec<u64> = results.iter().filter(|r| r.fault.is_none()).map(|r| r.seq).collect();
+        assert_eq!(inspected, [0, 5, 10, 15, 20, 25]);
+        assert_eq!((s.overruns, c.uninspected, c.ok), (24, 24, 6));
+        assert_eq!(c.rejects, 24, "the reject policy pushes every uninspected part");
+        assert_eq!(c.late, 0);
+        // Each skipped part keeps the generator's truth and is pushed when it, not the
+        // part being scored, reaches the pusher: 5 ms per part after the start.
+        let mut truth = SyntheticConveyor::new(SynthSpec::square(Surface::Fabric, 32), 200.0, 0.3, 1);
+        let mut expected_rises = Vec::new();
+        for r in &results {
+            assert_eq!(r.truth, truth.skip(), "truth of part {}", r.seq);
+            let passed_camera = 1_000_000 + 5_000 * r.seq;
+            assert_eq!(r.captured_us, passed_camera, "part {}", r.seq);
+            if r.fault.is_some() {
+                assert_eq!(r.fault.as_deref(), Some(OVERRUN));
+                expected_rises.push(passed_camera + 300_000);
+            }
+        }
+        let rises: Vec<u64> = edges.lock().unwrap().iter().filter(|e| e.1).map(|e| e.0).collect();
+        assert_eq!(rises, expected_rises, "one pulse per uninspected part, at its delay");
+        assert_eq!(s.pulses_fired, 24);
         // Stage timing sees the inspector's 25 ms, and only for parts it scored.
-        assert!((25.0..200.0).contains(&s.stages.inspect.p50_ms), "{:?}", s.stages);
-        assert!(s.stages.decide.p50_ms < s.stages.inspect.p50_ms, "{:?}", s.stages);
+        assert_eq!(s.stages.inspect.p50_ms, 25.0, "{:?}", s.stages);
     }
 }

@@ -77,6 +77,12 @@ pub trait FrameSource {
     /// Drop frames the device captured before now (a camera's queued buffers), so the
     /// next frame shows what is in front of it at this moment. Used on a trigger edge.
     fn flush(&mut self) {}
+
+    /// Step past the part in front of the camera without capturing it (inspection is
+    /// behind and it passes uninspected); its ground truth, when the source knows it.
+    fn skip(&mut self) -> Option<bool> {
+        self.next_frame().ok().and_then(|f| f.truth)
+    }
 }
 
 impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
@@ -94,6 +100,10 @@ impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
 
     fn flush(&mut self) {
         (**self).flush()
+    }
+
+    fn skip(&mut self) -> Option<bool> {
+        (**self).skip()
     }
 }
 
@@ -126,9 +136,15 @@ impl SyntheticConveyor {
     }
 }
 
+impl SyntheticConveyor {
+    fn next_truth(&mut self) -> bool {
+        self.rng.random_bool(self.defect_rate.clamp(0.0, 1.0))
+    }
+}
+
 impl FrameSource for SyntheticConveyor {
     fn next_frame(&mut self) -> Result<Frame, FrameError> {
-        let defective = self.rng.random_bool(self.defect_rate.clamp(0.0, 1.0));
+        let defective = self.next_truth();
         // Seeds far from `kensa synth`'s training seeds, so the line shows unseen parts.
         let part_seed = self.seed.wrapping_mul(1_000_003).wrapping_add(0x5EED_0000 + self.seq);
         let sample = generate(&self.spec, part_seed, defective);
@@ -145,6 +161,13 @@ impl FrameSource for SyntheticConveyor {
 
     fn interval_us(&self) -> Option<u64> {
         Some(self.interval_us)
+    }
+
+    /// The part's truth without drawing it: the same sequence as [`Self::next_frame`].
+    fn skip(&mut self) -> Option<bool> {
+        let defective = self.next_truth();
+        self.seq += 1;
+        Some(defective)
     }
 
     fn describe(&self) -> String {
@@ -216,6 +239,11 @@ impl FrameSource for DirSource {
     fn describe(&self) -> String {
         format!("{} images from {}", self.files.len(), self.dir.display())
     }
+
+    fn skip(&mut self) -> Option<bool> {
+        self.seq += 1;
+        None
+    }
 }
 
 /// Cuts a region of interest `[x, y, w, h]` out of every frame of a source. A frame the
@@ -254,6 +282,10 @@ impl<S: FrameSource> FrameSource for Roi<S> {
 
     fn interval_us(&self) -> Option<u64> {
         self.inner.interval_us()
+    }
+
+    fn skip(&mut self) -> Option<bool> {
+        self.inner.skip()
     }
 
     fn describe(&self) -> String {
@@ -333,6 +365,14 @@ mod tests {
         let ng = a.iter().filter(|f| f.truth == Some(true)).count();
         assert!((4..=20).contains(&ng), "{ng} of 40 defective at rate 0.3");
         assert_eq!(a[39].seq, 39);
+        let mut skipping = SyntheticConveyor::new(spec, 10.0, 0.3, 7);
+        let truths: Vec<_> = (0..40)
+            .map(|i| if i % 3 == 0 { skipping.skip() } else { skipping.next_frame().unwrap().truth })
+            .collect();
+        assert_eq!(truths, a.iter().map(|f| f.truth).collect::<Vec<_>>(), "skipping keeps the sequence");
+        let mut after_skip = SyntheticConveyor::new(spec, 10.0, 0.3, 7);
+        after_skip.skip();
+        assert_eq!(after_skip.next_frame().unwrap().image.as_bytes(), a[1].image.as_bytes());
         assert_eq!(SyntheticConveyor::new(spec, 4.0, 0.0, 0).interval_us(), Some(250_000));
     }
 
