@@ -9,7 +9,7 @@ use kensa_shared::synth::{Surface, SynthSpec};
 
 use kensa_shared::tiling::Tiling;
 
-use crate::{backbone, bench, dataset, eval, export, model, predict, report, synth, train};
+use crate::{backbone, bench, dataset, draw, eval, export, model, predict, report, supervised, synth, train};
 
 /// Kensa: visual inspection for production lines.
 #[derive(Debug, Parser)]
@@ -134,6 +134,11 @@ struct DataArgs {
     /// Skip unreadable images with a warning instead of failing.
     #[arg(long)]
     skip_bad: bool,
+    /// Learn from some defects: per defect type, 2 of every 5 images (by name) go to
+    /// training and 1 to validation, and 1 of every 5 good test images to validation;
+    /// the rest are the held-out test set (implied for models trained this way).
+    #[arg(long)]
+    split: bool,
 }
 
 impl DataArgs {
@@ -150,6 +155,12 @@ impl DataArgs {
             )),
             (None, None) => bail!("say where the images are: --data <mvtec folder> or --good <folder>"),
         }
+        .map(|(mut ds, name)| {
+            if self.split {
+                ds.split_labelled();
+            }
+            (ds, name)
+        })
     }
 
     fn on_error(&self) -> dataset::OnError {
@@ -217,6 +228,17 @@ struct TrainArgs {
     /// PatchCore: most patches gathered before the coreset (bounds memory).
     #[arg(long, default_value_t = train::DEFAULT_MAX_PATCHES)]
     max_patches: usize,
+    /// Learn OK/NG from labelled defects (implies --split): a linear head on the
+    /// backbone's patch features, class-weighted, early-stopped on validation images.
+    #[arg(long)]
+    supervised: bool,
+    /// With --supervised: also fit the anomaly head and flag a patch when either head
+    /// does (for defect kinds never seen in training).
+    #[arg(long, requires = "supervised")]
+    combined: bool,
+    /// With --supervised: augmented views per defective training image.
+    #[arg(long, default_value_t = 6, requires = "supervised")]
+    ng_views: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -354,22 +376,65 @@ impl Cli {
                         });
                     }
                 }
-                let m = train::train(&ds, &val, &name, &opts)?;
+                let m = if a.supervised {
+                    let mut ds = ds;
+                    ds.split_labelled();
+                    let opts = supervised::SupervisedOptions {
+                        base: opts,
+                        ng_views: a.ng_views,
+                        combined: a.combined,
+                        ..Default::default()
+                    };
+                    supervised::train_supervised(&ds, &name, &opts)?
+                } else {
+                    train::train(&ds, &val, &name, &opts)?
+                };
                 m.save(&a.out)?;
                 say!(
-                    "trained {} on {} images in {:.1} s; threshold {:.4} ({}); wrote {}",
+                    "trained {} on {} good + {} defective images in {:.1} s; threshold {:.4} ({}); wrote {}",
                     m.head.name(),
                     m.training.images,
+                    m.training.defect_images,
                     m.training.seconds,
                     m.threshold.value,
                     m.threshold.rule,
                     a.out.display()
                 );
+                if let model::Head::Combined(c) = &m.head {
+                    say!(
+                        "combined: patch score = {:.1} × anomaly + {:.1} × classifier, each standardised on good \
+                         validation images (weight chosen by validation AUROC)",
+                        c.anomaly_weight,
+                        1.0 - c.anomaly_weight
+                    );
+                }
+                if !m.training.curves.is_empty() {
+                    let png = a.out.with_extension("curves.png");
+                    draw::curves(&m.training.curves)
+                        .save(&png)
+                        .with_context(|| format!("writing {}", png.display()))?;
+                    let last = m.training.curves.last().expect("not empty");
+                    say!(
+                        "{} epochs; last: train loss {:.3} acc {:.3}, validation loss {:.3} acc {:.3}; curves: {}",
+                        m.training.curves.len(),
+                        last.train_loss,
+                        last.train_accuracy,
+                        last.val_loss,
+                        last.val_accuracy,
+                        png.display()
+                    );
+                }
                 Ok(())
             }
             Command::Eval(a) => {
-                let (ds, _) = a.data.load()?;
+                let (mut ds, _) = a.data.load()?;
                 let scorer = model::Scorer::new(model::TrainedModel::load(&a.model)?)?;
+                if scorer.model.training.labelled_split && !a.data.split {
+                    ds.split_labelled();
+                    say!(
+                        "the model learnt from part of the defects: scoring the held-out test images of its split"
+                    );
+                }
                 let started = std::time::Instant::now();
                 let (m, cases) = eval::evaluate(&scorer, &ds, a.data.on_error())?;
                 let fmt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
@@ -438,7 +503,11 @@ impl Cli {
             Command::Export(a) => {
                 let m = model::TrainedModel::load(&a.model)?;
                 let data = if a.data.given() {
-                    Some(a.data.load()?)
+                    let (mut ds, name) = a.data.load()?;
+                    if m.training.labelled_split {
+                        ds.split_labelled();
+                    }
+                    Some((ds, name))
                 } else {
                     export::training_data(&m).map(|ds| (ds, m.training.dataset.clone()))
                 };

@@ -60,14 +60,22 @@ pub enum OnError {
     Skip,
 }
 
-/// Training (good-only) and test images.
+/// Training and test images.
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
     /// Good images to learn from.
     pub train: Vec<Item>,
     /// Labelled test images.
     pub test: Vec<Item>,
+    /// Defective images to learn from (only after [`Dataset::split_labelled`]).
+    pub train_defects: Vec<Item>,
+    /// Labelled images for early stopping and thresholds (only after the split).
+    pub validation: Vec<Item>,
 }
+
+/// Of every five images of a kind (by name), how many go to training and validation
+/// in [`Dataset::split_labelled`]; the rest are test images.
+pub const SPLIT_OF_FIVE: (usize, usize) = (2, 1);
 
 const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
 
@@ -137,7 +145,7 @@ impl Dataset {
                 }
             }
         }
-        Ok(Self { train, test })
+        Ok(Self { train, test, ..Self::default() })
     }
 
     /// Plain folders: a folder of good images, defect folders (each one defect type) and
@@ -168,6 +176,32 @@ impl Dataset {
             }
         }
         Ok(ds)
+    }
+
+    /// Learn from some defects: of each defect type's test images, in name order, 2 of
+    /// every 5 move to training and 1 to validation; of the good test images, 1 of every
+    /// 5 moves to validation. The other test images stay the held-out test set, the same
+    /// for every kind of model trained on this split. Idempotent.
+    pub fn split_labelled(&mut self) {
+        if !self.train_defects.is_empty() || !self.validation.is_empty() {
+            return;
+        }
+        let (train, val) = SPLIT_OF_FIVE;
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        let mut test = Vec::new();
+        for item in std::mem::take(&mut self.test) {
+            let i = seen.entry(item.kind().to_string()).or_default();
+            let slot = *i % 5;
+            *i += 1;
+            if item.is_defect() && slot < train {
+                self.train_defects.push(item);
+            } else if (train..train + val).contains(&slot) {
+                self.validation.push(item);
+            } else {
+                test.push(item);
+            }
+        }
+        self.test = test;
     }
 
     /// Test images that are good.
@@ -307,5 +341,32 @@ mod tests {
         assert_eq!(ng.len(), 1);
         assert!(ng[0].mask.is_some());
         assert_eq!(ng[0].kind(), "ng");
+    }
+
+    #[test]
+    fn labelled_split_is_two_one_two_per_kind_by_name_and_idempotent() {
+        let item = |kind: &str, i: usize| Item {
+            path: format!("{kind}/{i:02}.png").into(),
+            label: if kind == "good" { Label::Good } else { Label::Defect(kind.into()) },
+            mask: None,
+        };
+        let mut ds = Dataset::default();
+        ds.test.extend((0..10).map(|i| item("crack", i)));
+        ds.test.extend((0..5).map(|i| item("good", i)));
+        ds.test.extend((0..3).map(|i| item("hole", i)));
+        ds.split_labelled();
+        let stems = |v: &[Item]| v.iter().map(|i| format!("{}/{}", i.kind(), i.stem())).collect::<Vec<_>>();
+        assert_eq!(
+            stems(&ds.train_defects),
+            ["crack/00", "crack/01", "crack/05", "crack/06", "hole/00", "hole/01"]
+        );
+        assert_eq!(stems(&ds.validation), ["crack/02", "crack/07", "good/02", "hole/02"]);
+        assert_eq!(
+            stems(&ds.test),
+            ["crack/03", "crack/04", "crack/08", "crack/09", "good/00", "good/01", "good/03", "good/04"]
+        );
+        let before = (ds.train_defects.len(), ds.validation.len(), ds.test.len());
+        ds.split_labelled();
+        assert_eq!((ds.train_defects.len(), ds.validation.len(), ds.test.len()), before);
     }
 }

@@ -7,6 +7,7 @@ use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_line_s
 use imageproc::rect::Rect;
 
 use crate::anomaly::map::DefectBox;
+use crate::supervised::classifier::Epoch;
 
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
@@ -191,6 +192,43 @@ pub fn histogram(good: &[f32], defective: &[f32], threshold: f32) -> RgbImage {
     p.label(0.92, -0.03, &format!("{hi:.2}"));
     p.label(0.4, -0.08, "anomaly score");
     p.img
+}
+
+/// Training curves: loss (left) and accuracy (right) per epoch, training views in blue,
+/// validation images in red.
+pub fn curves(epochs: &[Epoch]) -> RgbImage {
+    let n = epochs.len().max(2) as f32 - 1.0;
+    let finite = |v: f32| v.is_finite().then_some(v);
+    let panel = |title: &str, get: &dyn Fn(&Epoch) -> (f32, f32), fixed: Option<(f32, f32)>| {
+        let values = epochs.iter().flat_map(|e| [get(e).0, get(e).1]).filter_map(finite);
+        let (lo, hi) = fixed.unwrap_or_else(|| {
+            values.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+        });
+        let (lo, hi) = if lo.is_finite() { (lo.min(0.0), hi.max(lo + 1e-3)) } else { (0.0, 1.0) };
+        let mut p = Plot::new(480, 360, title);
+        let y = |v: f32| (v - lo) / (hi - lo);
+        for (which, colour) in [(0, GOOD), (1, BAD)] {
+            let pick = |e: &Epoch| if which == 0 { get(e).0 } else { get(e).1 };
+            for (i, w) in epochs.windows(2).enumerate() {
+                let (a, b) = (pick(&w[0]), pick(&w[1]));
+                if a.is_finite() && b.is_finite() {
+                    p.line((i as f32 / n, y(a)), ((i + 1) as f32 / n, y(b)), colour);
+                }
+            }
+        }
+        p.label(0.0, -0.03, "1");
+        p.label(0.9, -0.03, &format!("{}", epochs.len()));
+        p.label(0.4, -0.08, "epoch");
+        p.label(-0.12, 1.0, &format!("{hi:.2}"));
+        p.label(-0.12, 0.0, &format!("{lo:.2}"));
+        p.img
+    };
+    let loss = panel("loss: train (blue), val (red)", &|e| (e.train_loss, e.val_loss), None);
+    let acc = panel("accuracy", &|e| (e.train_accuracy, e.val_accuracy), Some((0.0, 1.0)));
+    let mut out = RgbImage::from_pixel(loss.width() + acc.width(), loss.height(), WHITE);
+    image::imageops::replace(&mut out, &loss, 0, 0);
+    image::imageops::replace(&mut out, &acc, loss.width() as i64, 0);
+    out
 }
 
 #[cfg(test)]

@@ -31,8 +31,9 @@ use crate::anomaly::{padim::Padim, patchcore::PatchCore};
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, OnError};
 use crate::eval::{self, Metrics};
-use crate::model::{Head, TrainedModel};
+use crate::model::{Affine, Head, TrainedModel};
 use crate::onnx::{Attr, Dim, GraphBuilder};
+use crate::supervised::classifier::Classifier;
 
 /// Weights with a smaller fan-in per output channel are stored as f16, not int8, in an
 /// int8-weights graph: with the stem and depthwise kernels (9–27 values per channel) in
@@ -83,10 +84,7 @@ pub fn graph(model: &TrainedModel, precision: Precision) -> Result<Vec<u8>> {
     let shape = g.constant_i64("patches.shape", &[2], &[gh * gw, dim]);
     let x = g.op("Reshape", &[&nhwc, &shape], &[]);
 
-    let d = match &model.head {
-        Head::PatchCore(pc) => patchcore_head(&mut g, &x, pc, precision),
-        Head::Padim(pd) => padim_head(&mut g, &x, pd, precision),
-    };
+    let d = head(&mut g, &x, &model.head, precision);
     let grid_shape = g.constant_i64("grid.shape", &[4], &[1, 1, gh, gw]);
     let grid = g.op("Reshape", &[&d, &grid_shape], &[]);
 
@@ -129,6 +127,42 @@ pub fn graph(model: &TrainedModel, precision: Precision) -> Result<Vec<u8>> {
     g.output(MAP_OUTPUT, DataType::Float, &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)]);
     g.output(SCORE_OUTPUT, DataType::Float, &[Dim::Fixed(1)]);
     Ok(g.finish("Kensa anomaly scoring graph: u8 pixels in, anomaly map and score out", &[]))
+}
+
+/// `[P, dim]` patches → `[P]` patch scores of `head`.
+fn head(g: &mut GraphBuilder, x: &str, head: &Head, precision: Precision) -> String {
+    match head {
+        Head::PatchCore(pc) => patchcore_head(g, x, pc, precision),
+        Head::Padim(pd) => padim_head(g, x, pd, precision),
+        Head::Supervised(c) => classifier_head(g, x, c),
+        Head::Combined(c) => {
+            let a = self::head(g, x, &c.anomaly, precision);
+            let s = classifier_head(g, x, &c.classifier);
+            let a = affine(g, &a, c.anomaly_scale);
+            let s = affine(g, &s, c.classifier_scale);
+            g.op("Add", &[&a, &s], &[])
+        }
+    }
+}
+
+/// Classifier head: `x · w + b` per patch (kept in f32 at every precision: it is
+/// `dim` + 1 numbers).
+fn classifier_head(g: &mut GraphBuilder, x: &str, c: &Classifier) -> String {
+    let w = g.constant_f32("classifier.weights", &[c.weights.len() as i64, 1], &c.weights);
+    let z = g.op("MatMul", &[x, &w], &[]);
+    let flat = g.constant_i64("classifier.flat", &[1], &[-1]);
+    let z = g.op("Reshape", &[&z, &flat], &[]);
+    let b = g.constant_f32("classifier.bias", &[1], &[c.bias]);
+    g.op("Add", &[&z, &b], &[])
+}
+
+/// `x · scale + offset`.
+fn affine(g: &mut GraphBuilder, x: &str, a: Affine) -> String {
+    let (sn, on) = (g.fresh("affine.scale"), g.fresh("affine.offset"));
+    let scale = g.constant_f32(&sn, &[1], &[a.scale]);
+    let offset = g.constant_f32(&on, &[1], &[a.offset]);
+    let y = g.op("Mul", &[x, &scale], &[]);
+    g.op("Add", &[&y, &offset], &[])
 }
 
 /// PatchCore head: `[P, dim]` patches → `[P]` distance to the nearest bank row.
@@ -238,8 +272,8 @@ pub fn package(model: &TrainedModel, precision: Precision, metrics: Vec<(String,
         score: format!("mean of the highest {:.1} % of the anomaly map", 100.0 * model.score_top_share),
         precision,
         training: format!(
-            "{} good images from {}, coreset {:?}, seed {}",
-            t.images, t.dataset, t.coreset_ratio, t.seed
+            "{} good + {} defective images from {}, coreset {:?}, seed {}",
+            t.images, t.defect_images, t.dataset, t.coreset_ratio, t.seed
         ),
         metrics,
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -282,9 +316,14 @@ pub struct ExportOptions {
 }
 
 /// The dataset a model was trained on, if it is an MVTec folder that still exists.
+/// Test images only, the labelled split's when the model learnt from defects.
 pub fn training_data(model: &TrainedModel) -> Option<Dataset> {
     let root = Path::new(&model.training.dataset);
-    root.join("test").is_dir().then(|| Dataset::mvtec(root).ok()).flatten()
+    let mut ds = root.join("test").is_dir().then(|| Dataset::mvtec(root).ok()).flatten()?;
+    if model.training.labelled_split {
+        ds.split_labelled();
+    }
+    Some(ds)
 }
 
 /// Accuracy of a package on a test set, run by tract exactly as the box runs it.

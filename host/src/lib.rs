@@ -25,5 +25,6 @@ pub mod model;
 pub mod onnx;
 pub mod predict;
 pub mod report;
+pub mod supervised;
 pub mod synth;
 pub mod train;

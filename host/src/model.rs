@@ -16,18 +16,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::anomaly::{embed, map, padim::Padim, patchcore::PatchCore};
 use crate::backbone::Backbone;
+use crate::supervised::classifier::{Classifier, Epoch};
 
 /// Version of the `.kmodel` layout.
-pub const MODEL_FORMAT: u16 = 2;
+pub const MODEL_FORMAT: u16 = 3;
 const MAGIC: &[u8; 8] = b"KENSAMDL";
 
-/// The scoring head.
+/// The scoring head: embedded patches in, one score per patch out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Head {
     /// Nearest-neighbour distance to a coreset memory bank.
     PatchCore(PatchCore),
     /// Per-position Mahalanobis distance.
     Padim(Padim),
+    /// A linear OK/NG classifier per patch, learnt from labelled defects.
+    Supervised(Classifier),
+    /// Both an anomaly head and a classifier (see [`Combined`]).
+    Combined(Combined),
 }
 
 impl Head {
@@ -36,8 +41,79 @@ impl Head {
         match self {
             Head::PatchCore(_) => "patchcore",
             Head::Padim(_) => "padim",
+            Head::Supervised(_) => "supervised",
+            Head::Combined(c) => match *c.anomaly {
+                Head::Padim(_) => "combined-padim",
+                _ => "combined-patchcore",
+            },
         }
     }
+
+    /// Patch-score grid of embedded patches.
+    pub fn patch_scores(&self, p: &embed::Patches) -> Vec<f32> {
+        match self {
+            Head::PatchCore(pc) => pc.score(p, faer::Par::Seq),
+            Head::Padim(pd) => pd.score(p),
+            Head::Supervised(c) => c.score(p),
+            Head::Combined(c) => {
+                let (a, s) = (c.anomaly.patch_scores(p), c.classifier.score(p));
+                a.iter()
+                    .zip(&s)
+                    .map(|(&a, &s)| c.anomaly_scale.apply(a) + c.classifier_scale.apply(s))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// `value · scale + offset`: puts a head's scores in units of good parts' spread.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Affine {
+    /// Multiplier (> 0, so the order of scores is kept).
+    pub scale: f32,
+    /// Added after scaling.
+    pub offset: f32,
+}
+
+impl Affine {
+    /// The map taking `mean` to 0 and `mean + std` to 1.
+    pub fn standardising(mean: f32, std: f32) -> Self {
+        let scale = 1.0 / std.max(1e-6);
+        Self { scale, offset: -mean * scale }
+    }
+
+    /// This map followed by multiplying with `k`.
+    pub fn times(self, k: f32) -> Self {
+        Self { scale: self.scale * k, offset: self.offset * k }
+    }
+
+    /// Apply to one value.
+    pub fn apply(&self, v: f32) -> f32 {
+        v * self.scale + self.offset
+    }
+}
+
+/// Anomaly head and classifier together, for lines that have some labelled defects but
+/// must also catch kinds never seen. Rule: each head's patch scores are standardised on
+/// good validation images (0 = their mean image score, 1 = one standard deviation
+/// above), and a patch scores `w · anomaly + (1 − w) · classifier`, with `w` the value
+/// in 0, 0.1, …, 1 that ranks the validation images best (image AUROC; ties go to the
+/// value nearest 0.5). `w` = 1 or 0 is one head alone, so on validation images the
+/// combination is never worse than the better head. Resizing, blur and pooling are
+/// linear with unit gain, so the standardisation carries over to image scores.
+/// The weights are folded into the two affine maps, which then simply add.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Combined {
+    /// PatchCore or PaDiM.
+    pub anomaly: Box<Head>,
+    /// The OK/NG head.
+    pub classifier: Classifier,
+    /// Standardises anomaly scores, times `anomaly_weight`.
+    pub anomaly_scale: Affine,
+    /// Standardises classifier scores, times `1 − anomaly_weight`.
+    pub classifier_scale: Affine,
+    /// `w`: the anomaly head's share.
+    pub anomaly_weight: f32,
 }
 
 /// How the decision threshold was chosen.
@@ -98,6 +174,13 @@ pub struct TrainingSummary {
     pub seed: u64,
     /// Wall-clock training time (s).
     pub seconds: f64,
+    /// Defective images learnt from (supervised heads).
+    pub defect_images: usize,
+    /// Trained on [`crate::dataset::Dataset::split_labelled`]: evaluation must use the
+    /// same split's held-out test images.
+    pub labelled_split: bool,
+    /// Loss and accuracy per epoch (supervised heads).
+    pub curves: Vec<Epoch>,
 }
 
 /// A trained model.
@@ -150,6 +233,14 @@ impl TrainedModel {
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
         Self::from_bytes(&bytes).with_context(|| format!("loading model {}", path.display()))
+    }
+
+    /// Map and score of one model input's embedded patches.
+    pub fn score_patches(&self, pt: &embed::Patches) -> Scored {
+        let p = self.preprocess;
+        let (h, w) = (p.height as usize, p.width as usize);
+        let m = map::anomaly_map(&self.head.patch_scores(pt), pt.h, pt.w, h, w);
+        Scored { score: map::image_score(&m, self.score_top_share), map: m, width: w, height: h }
     }
 
     /// The model inputs cut from `img`: its tiles, or the whole image as one "tile".
@@ -315,10 +406,7 @@ impl Scorer {
 
     /// Patch-score grid of embedded patches.
     pub fn patch_scores(&self, p: &embed::Patches) -> Vec<f32> {
-        match &self.model.head {
-            Head::PatchCore(pc) => pc.score(p, faer::Par::Seq),
-            Head::Padim(pd) => pd.score(p),
-        }
+        self.model.head.patch_scores(p)
     }
 
     /// Score images (both cores); `progress` is told how many finished.
@@ -350,10 +438,7 @@ impl Scorer {
 
     /// The anomaly map of one model input.
     fn tile_map(&self, pt: &embed::Patches) -> Scored {
-        let p = self.model.preprocess;
-        let (h, w) = (p.height as usize, p.width as usize);
-        let m = map::anomaly_map(&self.patch_scores(pt), pt.h, pt.w, h, w);
-        Scored { score: map::image_score(&m, self.model.score_top_share), map: m, width: w, height: h }
+        self.model.score_patches(pt)
     }
 
     fn score_tiled(&self, img: &DynamicImage) -> Result<Scored> {

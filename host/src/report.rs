@@ -67,6 +67,9 @@ pub fn write(dir: &Path, model: &TrainedModel, m: &Metrics, cases: &[Case]) -> R
         cases.iter().filter(|c| c.item.is_defect() == want).map(|c| c.scored.score).collect()
     };
     save(&draw::histogram(&split(false), &split(true), m.threshold), &dir.join("histogram.png"))?;
+    if !model.training.curves.is_empty() {
+        save(&draw::curves(&model.training.curves), &dir.join("curves.png"))?;
+    }
 
     // Overlays: every defect, then the worst-scoring good parts.
     let p = model.preprocess;
@@ -137,8 +140,20 @@ comparison only.</p>
         );
     }
     h.push_str("</table><h2>Scores</h2><img src=\"histogram.png\"> <img src=\"roc.png\">");
-    h.push_str("<h2>Overlays</h2><p>Heat map of the anomaly score (blue low, red high), ground truth outlined in green, \
-                predicted defects boxed in red.</p>");
+    if !model.training.curves.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Training</h2><p>{} epochs on {} good + {} defective images (augmented views), early-stopped on \
+             the validation images; the model keeps the epoch with the lowest validation loss.</p>\
+             <img src=\"curves.png\">",
+            model.training.curves.len(),
+            model.training.images,
+            model.training.defect_images
+        );
+    }
+    h.push_str("<h2>Overlays</h2><p>Heat map of the anomaly score (for a supervised head, each patch's NG evidence: \
+                an exact class-activation map), blue low, red high; ground truth outlined in green, predicted defects \
+                boxed in red.</p>");
     for (title, want) in
         [("Defective parts", true), ("Good parts with the highest scores (false alarms first)", false)]
     {

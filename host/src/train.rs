@@ -230,13 +230,15 @@ pub fn train(
                 Method::Padim { .. } => None,
             },
             seed: opts.seed,
-            seconds: 0.0,
+            labelled_split: !ds.validation.is_empty(),
+            ..TrainingSummary::default()
         },
     };
 
     // Threshold from held-out good images, plus defective validation images if any.
     let mut val_items = held_items.clone();
     val_items.extend(validation_defects.iter().cloned());
+    val_items.extend(ds.validation.iter().cloned());
     if !val_items.is_empty() {
         let scorer = Scorer::new(model.clone())?;
         let loaded = open_all(&val_items, opts.on_error)?;

@@ -4,57 +4,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use kensa::dataset::{Dataset, Item, Label};
-use kensa::export;
 use kensa::model::{Scored, Scorer, TrainedModel};
-use kensa::train::{Method, TrainOptions, train};
-use kensa_shared::package::{Package, Precision};
-use kensa_shared::runtime::Runner;
-use kensa_shared::synth::{Surface, SynthSpec, generate};
+use kensa::train::Method;
+use kensa_shared::package::Precision;
 
-const SIDE: u32 = 160;
+mod common;
 
-fn spec() -> SynthSpec {
-    SynthSpec::square(Surface::Wood, SIDE)
-}
-
-/// A model whose bank outweighs the backbone, as on real lines (~1 300 × 152 here).
-fn trained(dir: &Path) -> TrainedModel {
-    trained_with(dir, Method::PatchCore { coreset: 0.5 })
-}
-
-fn trained_with(dir: &Path, method: Method) -> TrainedModel {
-    let mut ds = Dataset::default();
-    for i in 0..12u64 {
-        let path = dir.join(format!("g{i:02}.png"));
-        generate(&spec(), i, false).image.save(&path).unwrap();
-        ds.train.push(Item { path, label: Label::Good, mask: None });
-    }
-    let opts = TrainOptions { method, size: 128, ..Default::default() };
-    train(&ds, &[], "synthetic wood", &opts).unwrap()
-}
-
-/// Two good and two defective parts the model has not seen.
-fn images() -> Vec<image::DynamicImage> {
-    (0..4u64).map(|i| image::DynamicImage::ImageLuma8(generate(&spec(), 100 + i, i % 2 == 0).image)).collect()
-}
-
-/// Largest difference between two maps, relative to the reference's peak.
-fn map_error(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len(), "map sizes differ");
-    let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / peak
-}
-
-fn exported(model: &TrainedModel, precision: Precision) -> Package {
-    let pkg = export::package(model, precision, vec![]).unwrap();
-    Package::from_bytes(&pkg.to_bytes()).unwrap()
-}
-
-fn tract_outputs(pkg: &Package, images: &[image::DynamicImage]) -> Vec<(f32, Vec<f32>)> {
-    let runner = Runner::new(pkg, 1).unwrap();
-    images.iter().map(|img| runner.score(img).map(|o| (o.score, o.map)).unwrap()).collect()
-}
+use common::{exported, images, map_error, tract_outputs, trained, trained_supervised, trained_with};
 
 #[test]
 fn exported_fp32_package_matches_training_time_scores_and_maps() {
@@ -68,6 +24,13 @@ fn exported_padim_package_matches_training_time_scores_and_maps() {
     matches_training_time(trained_with(dir.path(), Method::Padim { channels: 40 }));
 }
 
+#[test]
+fn exported_supervised_and_combined_packages_match_training_time_scores_and_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    matches_training_time(trained_supervised(dir.path(), false));
+    matches_training_time(trained_supervised(dir.path(), true));
+}
+
 fn matches_training_time(model: TrainedModel) {
     let pkg = exported(&model, Precision::Fp32);
     assert_eq!(pkg.manifest.threshold, model.threshold.value);
@@ -75,7 +38,11 @@ fn matches_training_time(model: TrainedModel) {
     for ((score, map), want) in tract_outputs(&pkg, &images()).iter().zip(&reference) {
         let e = map_error(map, &want.map);
         assert!(e <= 1e-4, "map differs by {e} of its peak");
-        assert!((score - want.score).abs() <= 1e-4 * want.score.abs(), "score {score} vs {}", want.score);
+        assert!(
+            (score - want.score).abs() <= 1e-4 * want.score.abs().max(1.0),
+            "score {score} vs {}",
+            want.score
+        );
     }
 }
 
@@ -97,7 +64,7 @@ fn int8_weight_package_is_a_quarter_the_size_and_scores_close_to_fp32() {
 }
 
 /// onnxruntime (Python, from PyPI via tools/onnxruntime/env.sh) runs every flavour's
-/// graph, PatchCore and PaDiM: it passes the ONNX checker and agrees with tract within 1e-4.
+/// graph, PatchCore, PaDiM and combined with a classifier: it passes the ONNX checker and agrees with tract within 1e-4.
 #[test]
 fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/onnxruntime");
@@ -119,6 +86,7 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
         ("int8w", exported(&model, Precision::Int8Weights)),
         ("padim-fp32", exported(&padim, Precision::Fp32)),
         ("padim-int8w", exported(&padim, Precision::Int8Weights)),
+        ("combined-fp32", exported(&trained_supervised(dir.path(), true), Precision::Fp32)),
     ];
     let pre = pkgs[0].1.manifest.preprocess;
     let mut inputs = Vec::new();
@@ -153,7 +121,7 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
             let e = map_error(&ort_map, map);
             assert!(e <= 1e-4, "{name} image {i}: onnxruntime map differs from tract by {e} of its peak");
             assert!(
-                (ort_score - score).abs() <= 1e-4 * score.abs(),
+                (ort_score - score).abs() <= 1e-4 * score.abs().max(1.0),
                 "{name} image {i}: onnxruntime score {ort_score} vs tract {score}"
             );
         }

@@ -1,7 +1,7 @@
 //! Train on generated good parts, evaluate on generated defects: the whole host pipeline
 //! through the real binary, judged by its own report.
 
-use kensa_e2e::{kensa, run_err, run_ok, tempdir};
+use kensa_e2e::{kensa, kensa_fw, run_err, run_ok, tempdir};
 
 #[test]
 fn patchcore_finds_debris_and_writes_a_complete_report() {
@@ -100,4 +100,60 @@ fn eval_refuses_a_corrupt_model_file() {
     std::fs::write(&model, b"KENSAMDL\x01\x00garbage").unwrap();
     let err = run_err(kensa().arg("eval").arg("--data").arg(&data).arg("--model").arg(&model));
     assert!(err.contains("junk.kmodel"), "{err}");
+}
+
+#[test]
+fn supervised_and_combined_models_learn_from_defects_and_run_on_the_box() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    run_ok(
+        kensa()
+            .args(["synth", "--size", "128", "--surface", "brushed-metal", "--train", "16"])
+            .args(["--test-good", "10", "--test-defect", "20", "--out"])
+            .arg(&data),
+    );
+    let model = dir.path().join("c.kmodel");
+    let out = run_ok(
+        kensa()
+            .args([
+                "train",
+                "--supervised",
+                "--combined",
+                "--size",
+                "128",
+                "--coreset",
+                "0.1",
+                "--ng-views",
+                "3",
+            ])
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&model),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // 2 of every 5 defects train, 1 validates; 1 of every 5 good test images validates.
+    assert!(stdout.contains("on 16 good + 8 defective images"), "{stdout}");
+    assert!(stdout.contains("F1-optimal on 4 defective + 2 good validation images"), "{stdout}");
+    assert!(dir.path().join("c.curves.png").is_file());
+
+    let report = dir.path().join("report");
+    let out =
+        run_ok(kensa().arg("eval").arg("--data").arg(&data).arg("-m").arg(&model).arg("-r").arg(&report));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("held-out test images of its split"));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap()).unwrap();
+    let m = &metrics["metrics"];
+    assert_eq!((m["defective_images"].as_u64(), m["good_images"].as_u64()), (Some(8), Some(8)));
+    assert!(m["image_auroc"].as_f64().unwrap() > 0.9, "{m}");
+    assert!(report.join("curves.png").is_file() && report.join("overlays/debris_003.png").is_file());
+
+    // The same package format, run by the box as it is.
+    let pkg = dir.path().join("c.kpkg");
+    run_ok(kensa().arg("export").arg("-m").arg(&model).arg("-o").arg(&pkg));
+    let out =
+        run_ok(kensa_fw().args(["--sim", "--parts", "6", "--rate", "4", "--json", "--model"]).arg(&pkg));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("combined-patchcore model 128x128"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("part ")).count(), 6, "{stdout}");
 }
