@@ -9,6 +9,7 @@ pub mod camera;
 pub mod clock;
 pub mod config;
 pub mod line;
+pub mod link;
 pub mod model;
 pub mod schedule;
 pub mod station;

@@ -10,6 +10,7 @@ use embedded_hal::digital::OutputPin;
 
 use crate::camera::{FrameError, FrameSource};
 use crate::clock::Clock;
+use crate::link::Control;
 use crate::station::{Inspected, Inspector, PartResult, Station, inspect};
 
 /// Fault text of a part that passed while inspection was behind.
@@ -108,6 +109,7 @@ pub fn run<S, I, P, C>(
     limits: RunLimits,
     retry: Retry,
     stop: Arc<AtomicBool>,
+    control: Option<&Control>,
     mut on_part: impl FnMut(&PartResult),
 ) -> Summary
 where
@@ -223,11 +225,17 @@ where
                         let judged_ng = r.verdict != kensa_shared::verdict::Verdict::Ok;
                         correct += u64::from(judged_ng == t);
                     }
+                    if let Some(c) = control {
+                        c.publish(&r);
+                    }
                     on_part(&r);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => worker_done = true,
             }
+        }
+        if let Some(c) = control {
+            c.serve(station, &overruns);
         }
         match station.tick() {
             Ok(edges) => pulses += edges.iter().filter(|e| e.high).count() as u64,
@@ -305,7 +313,8 @@ mod tests {
             limits,
             retry,
             Arc::default(),
-            |r| results.push(r.clone()),
+            None,
+            |r: &PartResult| results.push(r.clone()),
         );
 
         let c = s.counters;

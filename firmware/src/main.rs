@@ -13,6 +13,7 @@ use kensa_fw::camera::{DirSource, FrameSource, Roi, SyntheticConveyor, Triggered
 use kensa_fw::clock::{Clock, MonotonicClock};
 use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output, Trigger};
 use kensa_fw::line::{self, Retry, RunLimits, Summary};
+use kensa_fw::link;
 use kensa_fw::model::Model;
 use kensa_fw::schedule::RejectScheduler;
 use kensa_fw::station::{Action, PartResult, Station};
@@ -52,6 +53,12 @@ struct Args {
     /// Print the final summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Serve diagnostics on this serial device (overrides the configuration's port).
+    #[arg(long)]
+    serial: Option<PathBuf>,
+    /// Line rate of `--serial`.
+    #[arg(long, default_value_t = 115_200)]
+    baud: u32,
     /// More log output (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -126,15 +133,43 @@ fn run(args: Args) -> Result<()> {
         m.threshold,
         source.describe()
     );
+    let serial = match (&args.serial, &cfg.serial) {
+        (Some(port), _) => Some((port.clone(), args.baud)),
+        (None, Some(s)) => Some((s.port.clone(), s.baud)),
+        (None, None) => None,
+    };
+    let control = serial.map(|(port, baud)| {
+        let identity = link::Identity {
+            model: Some(format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height)),
+            source: source.describe(),
+            started: std::time::Instant::now(),
+        };
+        let (control, end) = link::channel(identity);
+        let link_stop = Arc::clone(&stop);
+        std::thread::spawn(move || link::run_port(port, baud, end, link_stop));
+        control
+    });
+    let control = control.as_ref();
     let clock = MonotonicClock::default();
     let summary = match &cfg.reject {
         Output::Simulated => {
             let pin = SimPin::new(clock);
-            run_line(source, model, pin, &cfg.belt, &cfg.fail_safe, false, clock, limits, stop)?
+            run_line(source, model, pin, &cfg.belt, &cfg.fail_safe, false, clock, limits, stop, control)?
         }
         Output::Gpio { chip, line, active_low } => {
             let pin = gpio_output(chip, *line, "kensa-reject")?;
-            run_line(source, model, pin, &cfg.belt, &cfg.fail_safe, *active_low, clock, limits, stop)?
+            run_line(
+                source,
+                model,
+                pin,
+                &cfg.belt,
+                &cfg.fail_safe,
+                *active_low,
+                clock,
+                limits,
+                stop,
+                control,
+            )?
         }
     };
     report(&summary, args.json)
@@ -219,6 +254,7 @@ fn run_line<P: OutputPin>(
     clock: MonotonicClock,
     limits: RunLimits,
     stop: Arc<AtomicBool>,
+    control: Option<&link::Control>,
 ) -> Result<Summary> {
     let pusher = Pusher::new(pin, active_low).map_err(|e| anyhow::anyhow!("reject output: {e:?}"))?;
     let threshold = kensa_fw::station::Inspector::threshold(&model);
@@ -229,7 +265,7 @@ fn run_line<P: OutputPin>(
     }
     let retry = Retry { first_ms: fail_safe.camera_retry_ms, max_ms: fail_safe.camera_retry_max_ms };
     let delay_ms = belt.delay_ms;
-    Ok(line::run(source, model, &mut station, clock, limits, retry, stop, |r| {
+    Ok(line::run(source, model, &mut station, clock, limits, retry, stop, control, |r| {
         print_part(r, delay_ms, &clock)
     }))
 }

@@ -85,6 +85,13 @@ impl RejectScheduler {
         if now_us + t.lead_us > start {
             return Outcome::Late { due_us: start };
         }
+        self.stroke_at(start)
+    }
+
+    /// A stroke starting at `start` µs, merged with neighbours as close as the valve
+    /// allows (a test fire, or a part's reject once its time is known).
+    pub fn stroke_at(&mut self, start: u64) -> Outcome {
+        let t = self.timing;
         let end = start + t.width_us;
         // Pulses are requested roughly in capture order; find the neighbours of this one.
         let idx = self.pulses.partition_point(|p| p.start <= start);

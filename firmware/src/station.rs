@@ -262,13 +262,30 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         self.drive_line_stop(false);
     }
 
+    /// The decision threshold in force.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// Judge parts decided from now on against `threshold` (diagnostics link).
+    pub fn set_threshold(&mut self, threshold: f32) {
+        tracing::warn!(from = self.threshold, to = threshold, "threshold changed over the diagnostics link");
+        self.threshold = threshold;
+    }
+
+    /// One pusher stroke as soon as the belt timing allows, for wiring checks.
+    pub fn test_reject(&mut self) {
+        let lead = self.scheduler.timing().lead_us;
+        let _ = self.scheduler.stroke_at(self.clock.now_us() + lead + 1_000);
+    }
+
     /// Totals so far.
     pub fn counters(&self) -> Counters {
         self.counters
     }
 
     /// The last [`RECENT`] results, oldest first.
-    pub fn recent(&self) -> impl Iterator<Item = &PartResult> {
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &PartResult> {
         self.recent.iter()
     }
 }

@@ -9,7 +9,9 @@ use kensa_shared::synth::{Surface, SynthSpec};
 
 use kensa_shared::tiling::Tiling;
 
-use crate::{backbone, bench, dataset, draw, eval, export, model, predict, report, supervised, synth, train};
+use crate::{
+    backbone, bench, dataset, diag, draw, eval, export, model, predict, report, supervised, synth, train,
+};
 
 /// Kensa: visual inspection for production lines.
 #[derive(Debug, Parser)]
@@ -77,6 +79,16 @@ enum Command {
         /// Images timed after the warm-up.
         #[arg(long, default_value_t = 50)]
         runs: usize,
+    },
+    /// Talk to a box over its serial line: info, status, watch, settings, test fire.
+    Diag {
+        /// Serial device (USB adapter, e.g. /dev/ttyUSB0).
+        port: PathBuf,
+        /// Line rate.
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        #[command(subcommand)]
+        action: diag::Action,
     },
     /// Generate a dataset of textured parts with rectangular debris (MVTec layout).
     Synth(SynthArgs),
@@ -340,6 +352,7 @@ impl Cli {
                 backbone::cmd_classify(&model, &images)
             }
             Command::Demo { out, surface } => demo(&out, &surface),
+            Command::Diag { port, baud, action } => diag::run(&port, baud, &action),
             Command::Train(a) => {
                 let (ds, name) = a.data.load()?;
                 let mut opts = train::TrainOptions {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::verdict::Verdict;
 
 /// Version of the message layout in this module. Bump on any change to a serialised type.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A message from the host to the box.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +41,15 @@ pub enum RequestBody {
     Status,
     /// Fire the reject output once, for wiring checks.
     TestReject,
+    /// Start (`true`) or stop streaming an [`Event::Inspection`] per part.
+    Watch(bool),
+    /// Change the decision threshold from now on.
+    SetThreshold(f32),
+    /// Clear a raised line-stop output after the fault is fixed.
+    ClearLineStop,
+    /// The thumbnail of the `n`-th most recent NG or uninspected part that has one
+    /// (0 = newest).
+    LastNg(u8),
 }
 
 /// A message from the box to the host.
@@ -71,6 +80,21 @@ pub enum Reply {
     Status(Counters),
     /// The request was carried out and has nothing to report.
     Done,
+    /// Answer to [`RequestBody::LastNg`]: `None` when fewer rejected parts are kept.
+    LastNg(Option<Thumbnail>),
+}
+
+/// A small greyscale picture of a rejected part, with its record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thumbnail {
+    /// The part's inspection.
+    pub inspection: Inspection,
+    /// Width (px).
+    pub width: u16,
+    /// Height (px).
+    pub height: u16,
+    /// Row-major grey levels, `width × height` bytes (at most 64 × 64: one frame).
+    pub pixels: Vec<u8>,
 }
 
 /// Refusals a box can give; a broken link is a different error, on the host side.
@@ -105,29 +129,33 @@ pub struct BoxInfo {
     pub model: Option<String>,
     /// Current decision threshold.
     pub threshold: f32,
+    /// Frame source, as the daemon describes it.
+    pub source: String,
+    /// Whether the line-stop output is raised.
+    pub line_stopped: bool,
 }
 
 /// Running totals since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// Parts seen (one per inspected frame or trigger).
+    /// Parts seen (one per frame slot or trigger).
     pub parts: u64,
     /// Parts that passed.
     pub ok: u64,
     /// Parts judged defective.
     pub ng: u64,
-    /// Parts that could not be inspected.
+    /// Parts that could not be inspected (camera, model, corrupt frame, overrun).
     pub uninspected: u64,
-    /// Reject pulses actually fired.
-    pub rejects_fired: u64,
+    /// Parts pushed off (strokes planned, merged ones included).
+    pub rejects: u64,
+    /// Of those, parts that shared a neighbour's stroke.
+    pub merged: u64,
     /// Decisions that came too late for their part's reject slot.
     pub late: u64,
-    /// Frames dropped because inference could not keep up.
+    /// Parts that passed while inference was behind (counted uninspected too).
     pub overruns: u64,
-    /// Camera errors (timeouts, unplugs, corrupt frames).
-    pub camera_errors: u64,
-    /// Model errors.
-    pub model_errors: u64,
+    /// Times the line-stop output was raised.
+    pub line_stops: u64,
 }
 
 /// Unsolicited messages from the box.
@@ -167,6 +195,8 @@ mod tests {
                     uptime_s: 86_400 * 365,
                     model: Some("weld-v3".into()),
                     threshold: 0.731,
+                    source: "camera /dev/video0".into(),
+                    line_stopped: true,
                 })),
             },
             BoxMessage::Reply {
@@ -176,6 +206,21 @@ mod tests {
             BoxMessage::Reply {
                 id: 4,
                 body: Err(DeviceError::ProtocolMismatch { box_version: 1, host_version: 9 }),
+            },
+            BoxMessage::Reply {
+                id: 5,
+                body: Ok(Reply::LastNg(Some(Thumbnail {
+                    inspection: Inspection {
+                        part: 9,
+                        captured_us: 1,
+                        score: 3.5,
+                        verdict: Verdict::Ng,
+                        latency_us: 60_000,
+                    },
+                    width: 64,
+                    height: 64,
+                    pixels: vec![7; 64 * 64],
+                }))),
             },
             BoxMessage::Event(Event::Inspection(Inspection {
                 part: 1 << 40,
@@ -204,6 +249,10 @@ mod tests {
             RequestBody::Info,
             RequestBody::Status,
             RequestBody::TestReject,
+            RequestBody::Watch(true),
+            RequestBody::SetThreshold(-2.5),
+            RequestBody::ClearLineStop,
+            RequestBody::LastNg(3),
         ] {
             let req = Request { id: 77, body };
             let bytes = frame::encode(&req).unwrap();

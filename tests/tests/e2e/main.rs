@@ -2,5 +2,6 @@
 
 mod anomaly;
 mod backbone;
+mod diag;
 mod firmware;
 mod synth;

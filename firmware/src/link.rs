@@ -1,0 +1,386 @@
+//! The diagnostics link: the serial service a technician's `kensa diag` talks to.
+//!
+//! Two halves. The port thread ([`run_port`]) owns the serial device: it decodes frames,
+//! keeps the session (hello, protocol version, watch on/off), reopens the port after the
+//! cable is pulled, and writes whatever the station sends back. The station thread owns
+//! the [`Control`]: between parts it answers pending requests ([`answer`], no I/O) and
+//! publishes each decision to a watching host. Inspection never waits for the link: a
+//! full outgoing queue drops events, never parts.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use embedded_hal::digital::OutputPin;
+use kensa_shared::verdict::Verdict;
+use kensa_shared::wire::frame::{FrameDecoder, encode};
+use kensa_shared::wire::{
+    BoxInfo, BoxMessage, Counters, DeviceError, Event, Inspection, PROTOCOL_VERSION, Reply, Request,
+    RequestBody, Thumbnail,
+};
+
+use crate::clock::Clock;
+use crate::station::{PartResult, Station};
+
+/// Messages waiting for the port; beyond this, events are dropped.
+const OUT_QUEUE: usize = 256;
+
+/// What the box says about itself in [`Reply::Info`].
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Model name (kind and input size).
+    pub model: Option<String>,
+    /// Frame source description.
+    pub source: String,
+    /// Daemon start.
+    pub started: Instant,
+}
+
+/// The station thread's end of the link.
+#[derive(Debug)]
+pub struct Control {
+    requests: Receiver<Request>,
+    out: SyncSender<BoxMessage>,
+    watching: Arc<AtomicBool>,
+    identity: Identity,
+}
+
+/// The port thread's end of the link.
+#[derive(Debug)]
+pub struct PortEnd {
+    requests: mpsc::Sender<Request>,
+    out: Receiver<BoxMessage>,
+    watching: Arc<AtomicBool>,
+}
+
+/// A connected pair of ends.
+pub fn channel(identity: Identity) -> (Control, PortEnd) {
+    let (req_tx, req_rx) = mpsc::channel();
+    let (out_tx, out_rx) = mpsc::sync_channel(OUT_QUEUE);
+    let watching = Arc::new(AtomicBool::new(false));
+    (
+        Control { requests: req_rx, out: out_tx, watching: Arc::clone(&watching), identity },
+        PortEnd { requests: req_tx, out: out_rx, watching },
+    )
+}
+
+impl Control {
+    /// Answer every pending request (call between parts, at least every few ms).
+    pub fn serve<P: OutputPin, C: Clock>(&self, station: &mut Station<P, C>, overruns: &AtomicU64) {
+        while let Ok(req) = self.requests.try_recv() {
+            let body = answer(station, &req.body, &self.identity, overruns.load(Ordering::Relaxed));
+            self.send(BoxMessage::Reply { id: req.id, body });
+        }
+    }
+
+    /// Stream one decision to a watching host.
+    pub fn publish(&self, r: &PartResult) {
+        if self.watching.load(Ordering::Relaxed) {
+            self.send(BoxMessage::Event(Event::Inspection(record(r))));
+        }
+    }
+
+    fn send(&self, msg: BoxMessage) {
+        match self.out.try_send(msg) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => tracing::debug!("diagnostics link is behind: message dropped"),
+        }
+    }
+}
+
+/// The wire record of a decision.
+fn record(r: &PartResult) -> Inspection {
+    Inspection {
+        part: r.seq,
+        captured_us: r.captured_us,
+        score: r.score.unwrap_or(f32::NAN),
+        verdict: r.verdict,
+        latency_us: r.decided_us.saturating_sub(r.captured_us).min(u32::MAX as u64) as u32,
+    }
+}
+
+/// The station's answer to a request the port thread passed on.
+pub fn answer<P: OutputPin, C: Clock>(
+    station: &mut Station<P, C>,
+    body: &RequestBody,
+    identity: &Identity,
+    overruns: u64,
+) -> Result<Reply, DeviceError> {
+    match body {
+        RequestBody::Info => Ok(Reply::Info(BoxInfo {
+            firmware_version: env!("CARGO_PKG_VERSION").into(),
+            protocol: PROTOCOL_VERSION,
+            uptime_s: identity.started.elapsed().as_secs(),
+            model: identity.model.clone(),
+            threshold: station.threshold(),
+            source: identity.source.clone(),
+            line_stopped: station.line_stopped(),
+        })),
+        RequestBody::Status => {
+            let c = station.counters();
+            Ok(Reply::Status(Counters {
+                parts: c.parts,
+                ok: c.ok,
+                ng: c.ng,
+                uninspected: c.uninspected,
+                rejects: c.rejects,
+                merged: c.merged,
+                late: c.late,
+                overruns,
+                line_stops: c.line_stops,
+            }))
+        }
+        RequestBody::SetThreshold(t) if t.is_finite() => {
+            station.set_threshold(*t);
+            Ok(Reply::Done)
+        }
+        RequestBody::SetThreshold(t) => Err(DeviceError::Failed(format!("threshold {t} is not a number"))),
+        RequestBody::TestReject => {
+            station.test_reject();
+            Ok(Reply::Done)
+        }
+        RequestBody::ClearLineStop => {
+            station.clear_line_stop();
+            Ok(Reply::Done)
+        }
+        RequestBody::LastNg(n) => {
+            let part = station
+                .recent()
+                .rev()
+                .filter(|r| r.verdict != Verdict::Ok && r.thumbnail.is_some())
+                .nth(*n as usize);
+            Ok(Reply::LastNg(part.and_then(|r| {
+                let t = image::DynamicImage::ImageRgb8(r.thumbnail.clone()?).to_luma8();
+                Some(Thumbnail {
+                    inspection: record(r),
+                    width: t.width() as u16,
+                    height: t.height() as u16,
+                    pixels: t.into_raw(),
+                })
+            })))
+        }
+        // The port thread keeps the session; these never reach the station.
+        RequestBody::Hello { .. } | RequestBody::Watch(_) => {
+            Err(DeviceError::Failed("session request reached the station".into()))
+        }
+    }
+}
+
+/// Serve `path` until `stop`: open (retrying with backoff while it is missing), run a
+/// session, reopen when the line goes away.
+pub fn run_port(path: PathBuf, baud: u32, end: PortEnd, stop: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut reported = false;
+    while !stop.load(Ordering::Relaxed) {
+        match serialport::new(path.to_string_lossy(), baud).timeout(Duration::from_millis(20)).open_native() {
+            Ok(mut port) => {
+                tracing::info!("diagnostics link on {}", path.display());
+                backoff = Duration::from_millis(100);
+                reported = false;
+                if let Err(e) = session(&mut port, &end, &stop) {
+                    tracing::warn!("diagnostics link on {} lost: {e}", path.display());
+                }
+                end.watching.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !reported {
+                    tracing::warn!("cannot open diagnostics port {}: {e}; retrying", path.display());
+                    reported = true;
+                }
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One session on an open port, until it fails or `stop`.
+pub fn session<T: Read + Write>(port: &mut T, end: &PortEnd, stop: &AtomicBool) -> std::io::Result<()> {
+    let mut decoder = FrameDecoder::new();
+    let mut open = false;
+    let mut buf = [0u8; 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match port.read(&mut buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                for frame in decoder.push::<Request>(&buf[..n]) {
+                    let req = match frame {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::debug!("diagnostics frame dropped: {e}");
+                            continue;
+                        }
+                    };
+                    let reply = match req.body {
+                        RequestBody::Hello { protocol } if protocol == PROTOCOL_VERSION => {
+                            open = true;
+                            Some(Ok(Reply::Hello { protocol }))
+                        }
+                        RequestBody::Hello { protocol } => Some(Err(DeviceError::ProtocolMismatch {
+                            box_version: PROTOCOL_VERSION,
+                            host_version: protocol,
+                        })),
+                        _ if !open => Some(Err(DeviceError::NoSession)),
+                        RequestBody::Watch(on) => {
+                            end.watching.store(on, Ordering::Relaxed);
+                            Some(Ok(Reply::Done))
+                        }
+                        _ => {
+                            let _ = end.requests.send(req.clone());
+                            None
+                        }
+                    };
+                    if let Some(body) = reply {
+                        write_frame(port, &BoxMessage::Reply { id: req.id, body })?;
+                    }
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        while let Ok(msg) = end.out.try_recv() {
+            write_frame(port, &msg)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_frame<T: Write>(port: &mut T, msg: &BoxMessage) -> std::io::Result<()> {
+    let bytes = encode(msg).map_err(std::io::Error::other)?;
+    port.write_all(&bytes)?;
+    port.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::{Pusher, SimPin};
+    use crate::clock::ManualClock;
+    use crate::config::Uninspected;
+    use crate::schedule::{BeltTiming, RejectScheduler};
+    use crate::station::Inspected;
+
+    fn station() -> (Station<SimPin<ManualClock>, ManualClock>, ManualClock, SimPin<ManualClock>) {
+        let clock = ManualClock::default();
+        let pin = SimPin::new(clock.clone());
+        let timing = BeltTiming { delay_us: 500_000, width_us: 20_000, min_gap_us: 5_000, lead_us: 1_000 };
+        let pusher = Pusher::new(pin.clone(), false).unwrap();
+        (
+            Station::new(1.0, pusher, RejectScheduler::new(timing), clock.clone(), Uninspected::Reject),
+            clock,
+            pin,
+        )
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            model: Some("patchcore 256x256".into()),
+            source: "synthetic".into(),
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_station_answers_status_threshold_test_fire_and_thumbnails() {
+        let (mut st, clock, pin) = station();
+        let id = identity();
+        let thumb = image::RgbImage::from_pixel(64, 48, image::Rgb([90, 90, 90]));
+        for (i, score) in [0.5f32, 3.0, 0.2].into_iter().enumerate() {
+            let part =
+                Inspected { seq: i as u64, truth: None, score: Ok(score), thumbnail: Some(thumb.clone()) };
+            st.decide(clock.now_us(), part);
+        }
+        let Ok(Reply::Status(c)) = answer(&mut st, &RequestBody::Status, &id, 4) else { panic!() };
+        assert_eq!((c.parts, c.ok, c.ng, c.rejects, c.overruns), (3, 2, 1, 1, 4));
+
+        assert_eq!(answer(&mut st, &RequestBody::SetThreshold(0.4), &id, 0), Ok(Reply::Done));
+        st.decide(clock.now_us(), Inspected { seq: 3, truth: None, score: Ok(0.5), thumbnail: None });
+        assert_eq!(st.counters().ng, 2, "0.5 is NG at the new threshold");
+        assert!(answer(&mut st, &RequestBody::SetThreshold(f32::NAN), &id, 0).is_err());
+        let Ok(Reply::Info(info)) = answer(&mut st, &RequestBody::Info, &id, 0) else { panic!() };
+        assert_eq!((info.threshold, info.protocol), (0.4, PROTOCOL_VERSION));
+
+        let Ok(Reply::LastNg(Some(t))) = answer(&mut st, &RequestBody::LastNg(0), &id, 0) else { panic!() };
+        assert_eq!((t.inspection.part, t.width, t.height, t.pixels.len()), (1, 64, 48, 64 * 48));
+        assert_eq!(answer(&mut st, &RequestBody::LastNg(1), &id, 0), Ok(Reply::LastNg(None)));
+
+        // Test fire: one stroke 2 ms from now (lead + 1 ms), whatever the belt delay.
+        let before = pin.log().lock().unwrap().len();
+        assert_eq!(answer(&mut st, &RequestBody::TestReject, &id, 0), Ok(Reply::Done));
+        for _ in 0..600 {
+            clock.advance(1_000);
+            st.tick().unwrap();
+        }
+        let rises: Vec<u64> =
+            pin.log().lock().unwrap()[before..].iter().filter(|e| e.1).map(|e| e.0).collect();
+        assert_eq!(rises, [2_000, 500_000], "the test stroke, then the NG parts' shared stroke");
+    }
+
+    /// A byte pipe standing in for the serial port: reads from `input`, writes to `output`.
+    struct Wire {
+        input: std::io::Cursor<Vec<u8>>,
+        output: Vec<u8>,
+    }
+
+    impl Read for Wire {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.input.read(buf)? {
+                0 => Err(std::io::ErrorKind::BrokenPipe.into()),
+                n => Ok(n),
+            }
+        }
+    }
+
+    impl Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_session_needs_hello_survives_garbage_and_forwards_requests() {
+        let (control, end) = channel(identity());
+        let req = |id, body| encode(&Request { id, body }).unwrap();
+        let mut input = req(1, RequestBody::Status);
+        input.extend(b"\x07garbage\x00\x00");
+        input.extend(req(2, RequestBody::Hello { protocol: PROTOCOL_VERSION + 1 }));
+        input.extend(req(3, RequestBody::Hello { protocol: PROTOCOL_VERSION }));
+        let mut corrupt = req(4, RequestBody::Info);
+        corrupt[3] ^= 0x10;
+        input.extend(corrupt);
+        input.extend(req(5, RequestBody::Watch(true)));
+        input.extend(req(6, RequestBody::Status));
+        let mut wire = Wire { input: std::io::Cursor::new(input), output: Vec::new() };
+        let err = session(&mut wire, &end, &AtomicBool::new(false)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "a dead line ends the session");
+
+        let mut dec = FrameDecoder::new();
+        let replies: Vec<BoxMessage> = dec.push(&wire.output).into_iter().map(Result::unwrap).collect();
+        let expect = [
+            BoxMessage::Reply { id: 1, body: Err(DeviceError::NoSession) },
+            BoxMessage::Reply {
+                id: 2,
+                body: Err(DeviceError::ProtocolMismatch {
+                    box_version: PROTOCOL_VERSION,
+                    host_version: PROTOCOL_VERSION + 1,
+                }),
+            },
+            BoxMessage::Reply { id: 3, body: Ok(Reply::Hello { protocol: PROTOCOL_VERSION }) },
+            BoxMessage::Reply { id: 5, body: Ok(Reply::Done) },
+        ];
+        assert_eq!(replies, expect, "the corrupt frame costs itself only");
+        assert!(end.watching.load(Ordering::Relaxed));
+        // Only the station's business is passed on.
+        let forwarded: Vec<u32> = control.requests.try_iter().map(|r| r.id).collect();
+        assert_eq!(forwarded, [6]);
+    }
+}

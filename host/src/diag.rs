@@ -1,0 +1,138 @@
+//! `kensa diag`: what a box sees and does, over its serial line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kensa_shared::verdict::Verdict;
+use kensa_shared::wire::{Event, Inspection, Reply, RequestBody};
+
+use crate::link::Link;
+
+/// One diagnostics action.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Action {
+    /// Versions, model, source, threshold, uptime.
+    Info,
+    /// Counters since the box started.
+    Status,
+    /// One line per part as the box decides (Ctrl-C to stop).
+    Watch {
+        /// Stop after this many parts.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Change the decision threshold from the next part on.
+    Set {
+        /// New threshold (NG when score ≥ threshold).
+        #[arg(long)]
+        threshold: f32,
+    },
+    /// Fire the reject output once (wiring check).
+    TestReject,
+    /// Clear a raised line-stop output.
+    ClearLineStop,
+    /// Save thumbnails of the most recent NG parts as PNG.
+    LastNg {
+        /// Folder to write into.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Most thumbnails.
+        #[arg(long, default_value_t = 8)]
+        max: u8,
+    },
+}
+
+fn line(i: &Inspection) -> String {
+    let verdict = match i.verdict {
+        Verdict::Ok => "OK",
+        Verdict::Ng => "NG",
+        Verdict::Uninspected => "UNINSPECTED",
+    };
+    let score = if i.score.is_nan() { "      -".into() } else { format!("{:7.3}", i.score) };
+    format!("part {:5}  {verdict:<11} score {score}  decided in {:6.1} ms", i.part, i.latency_us as f64 / 1e3)
+}
+
+fn expect_done(r: Reply) -> Result<()> {
+    match r {
+        Reply::Done => Ok(()),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// Run `action` against the box on `port`.
+pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
+    let mut link = Link::open(port, baud)?;
+    match action {
+        Action::Info => {
+            let Reply::Info(i) = link.call(RequestBody::Info)? else { bail!("unexpected answer to info") };
+            say!("firmware  kensa-fw {} (protocol {})", i.firmware_version, i.protocol);
+            say!("model     {}", i.model.as_deref().unwrap_or("none"));
+            say!("source    {}", i.source);
+            say!("threshold {:.4}", i.threshold);
+            say!("uptime    {} s", i.uptime_s);
+            say!("line stop {}", if i.line_stopped { "RAISED" } else { "clear" });
+        }
+        Action::Status => {
+            let Reply::Status(c) = link.call(RequestBody::Status)? else {
+                bail!("unexpected answer to status")
+            };
+            say!(
+                "parts {}  OK {}  NG {}  uninspected {} (overruns {})  rejects {} (merged {})  late {}  line stops {}",
+                c.parts,
+                c.ok,
+                c.ng,
+                c.uninspected,
+                c.overruns,
+                c.rejects,
+                c.merged,
+                c.late,
+                c.line_stops
+            );
+        }
+        Action::Watch { count } => {
+            expect_done(link.call(RequestBody::Watch(true))?)?;
+            let mut seen = 0u64;
+            while count.is_none_or(|n| seen < n) {
+                if let Some(Event::Inspection(i)) = link.next_event(Duration::from_secs(5))? {
+                    say!("{}", line(&i));
+                    seen += 1;
+                }
+            }
+            link.call(RequestBody::Watch(false))?;
+        }
+        Action::Set { threshold } => {
+            expect_done(link.call(RequestBody::SetThreshold(*threshold))?)?;
+            say!("threshold set to {threshold}");
+        }
+        Action::TestReject => {
+            expect_done(link.call(RequestBody::TestReject)?)?;
+            say!("reject output fired");
+        }
+        Action::ClearLineStop => {
+            expect_done(link.call(RequestBody::ClearLineStop)?)?;
+            say!("line stop cleared");
+        }
+        Action::LastNg { out, max } => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let mut saved = 0;
+            for n in 0..*max {
+                let Reply::LastNg(t) = link.call(RequestBody::LastNg(n))? else { bail!("unexpected answer") };
+                let Some(t) = t else { break };
+                let img = image::GrayImage::from_raw(t.width as u32, t.height as u32, t.pixels)
+                    .context("thumbnail size does not match its pixels")?;
+                let path = out.join(format!("part{:06}.png", t.inspection.part));
+                img.save(&path).with_context(|| format!("writing {}", path.display()))?;
+                say!("{}  -> {}", line(&t.inspection), path.display());
+                saved += 1;
+            }
+            if saved == 0 {
+                say!("no rejected part with a thumbnail yet");
+            }
+        }
+    }
+    if link.bad_frames > 0 {
+        tracing::warn!("{} corrupt frames dropped on {}", link.bad_frames, port.display());
+    }
+    Ok(())
+}

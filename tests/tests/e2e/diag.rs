@@ -1,0 +1,101 @@
+//! `kensa diag` against a running `kensa-fw`, both real processes, over a pseudo-terminal
+//! line that can be made noisy.
+
+use std::process::{Child, Stdio};
+use std::sync::atomic::Ordering;
+
+use kensa_e2e::line::SerialLine;
+use kensa_e2e::{kensa, kensa_fw, run_ok};
+
+/// A box on the simulated conveyor serving diagnostics on `line`; killed when dropped.
+struct Box(Child);
+
+impl Drop for Box {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_box(line: &SerialLine) -> Box {
+    let child = kensa_fw()
+        .args(["--sim", "--parts", "100000", "--rate", "10", "--defect-rate", "0.5", "--serial"])
+        .arg(&line.box_port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Box(child)
+}
+
+fn diag(line: &SerialLine, args: &[&str]) -> String {
+    let out = run_ok(kensa().arg("diag").arg(&line.host_port).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `n` after `key` in a status line.
+fn count(status: &str, key: &str) -> u64 {
+    let rest = &status[status.find(key).unwrap_or_else(|| panic!("{key} in {status}")) + key.len()..];
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_technician_sees_and_steers_a_running_box() {
+    let line = SerialLine::new();
+    let _fw = start_box(&line);
+
+    let info = diag(&line, &["info"]);
+    assert!(info.contains("model     patchcore 256x256"), "{info}");
+    assert!(info.contains("synthetic conveyor") && info.contains("line stop clear"), "{info}");
+
+    let watch = diag(&line, &["watch", "--count", "5"]);
+    let parts: Vec<&str> = watch.lines().filter(|l| l.starts_with("part ")).collect();
+    assert_eq!(parts.len(), 5, "{watch}");
+    assert!(parts.iter().all(|l| l.contains("OK") || l.contains("NG")), "{watch}");
+
+    let before = diag(&line, &["status"]);
+    assert!(count(&before, "parts ") >= 5, "{before}");
+
+    // A threshold no score reaches: every part passes from now on.
+    diag(&line, &["set", "--threshold", "1e9"]);
+    assert!(diag(&line, &["info"]).contains("threshold 1000000000"));
+    let ng_before = count(&diag(&line, &["status"]), "NG ");
+    diag(&line, &["watch", "--count", "4"]);
+    assert_eq!(count(&diag(&line, &["status"]), "NG "), ng_before, "no NG after raising the threshold");
+
+    assert!(diag(&line, &["test-reject"]).contains("fired"));
+    let dir = kensa_e2e::tempdir();
+    let out = diag(&line, &["last-ng", "--max", "2", "-o", dir.path().to_str().unwrap()]);
+    let pngs = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(pngs >= 1, "no thumbnail saved: {out}");
+    let thumb = image::open(std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path()).unwrap();
+    assert!(thumb.width() <= 64 && thumb.height() <= 64);
+}
+
+#[test]
+fn a_noisy_line_costs_retries_not_answers() {
+    let line = SerialLine::new();
+    let _fw = start_box(&line);
+    diag(&line, &["info"]);
+    // About one byte in 500 flipped and one in 1000 lost, both ways.
+    line.flip_ppm.store(2_000, Ordering::Relaxed);
+    line.drop_ppm.store(1_000, Ordering::Relaxed);
+    for _ in 0..10 {
+        let status = diag(&line, &["status"]);
+        assert!(status.starts_with("parts "), "{status}");
+    }
+    // Garbage alone on the line does not wedge the box's decoder.
+    line.flip_ppm.store(0, Ordering::Relaxed);
+    line.drop_ppm.store(0, Ordering::Relaxed);
+    std::fs::write(&line.host_port, b"\xff\x13garbage without a delimiter").unwrap();
+    assert!(diag(&line, &["info"]).contains("kensa-fw"));
+}
+
+#[test]
+fn a_box_that_is_not_there_is_named() {
+    let line = SerialLine::new();
+    let out = kensa().arg("diag").arg(&line.host_port).arg("info").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&line.host_port.display().to_string()) && err.contains("no answer"), "{err}");
+}
