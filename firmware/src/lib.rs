@@ -13,3 +13,4 @@ pub mod link;
 pub mod model;
 pub mod schedule;
 pub mod station;
+pub mod store;

@@ -259,4 +259,132 @@ mod tests {
             assert_eq!(frame::decode::<Request>(&bytes[..bytes.len() - 1]).unwrap(), req);
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn verdict() -> impl Strategy<Value = Verdict> {
+            prop_oneof![Just(Verdict::Ok), Just(Verdict::Ng), Just(Verdict::Uninspected)]
+        }
+
+        fn inspection() -> impl Strategy<Value = Inspection> {
+            (any::<u64>(), any::<u64>(), any::<f32>(), verdict(), any::<u32>()).prop_map(
+                |(part, captured_us, score, verdict, latency_us)| Inspection {
+                    part,
+                    captured_us,
+                    score,
+                    verdict,
+                    latency_us,
+                },
+            )
+        }
+
+        fn request() -> impl Strategy<Value = Request> {
+            let body = prop_oneof![
+                any::<u16>().prop_map(|protocol| RequestBody::Hello { protocol }),
+                Just(RequestBody::Info),
+                Just(RequestBody::Status),
+                Just(RequestBody::TestReject),
+                any::<bool>().prop_map(RequestBody::Watch),
+                any::<f32>().prop_map(RequestBody::SetThreshold),
+                Just(RequestBody::ClearLineStop),
+                any::<u8>().prop_map(RequestBody::LastNg),
+            ];
+            (any::<u32>(), body).prop_map(|(id, body)| Request { id, body })
+        }
+
+        fn thumbnail() -> impl Strategy<Value = Thumbnail> {
+            (inspection(), 1u16..=64, 1u16..=64).prop_flat_map(|(inspection, width, height)| {
+                proptest::collection::vec(any::<u8>(), width as usize * height as usize).prop_map(
+                    move |pixels| Thumbnail { inspection: inspection.clone(), width, height, pixels },
+                )
+            })
+        }
+
+        fn box_message() -> impl Strategy<Value = BoxMessage> {
+            let counters = proptest::collection::vec(any::<u64>(), 9).prop_map(|v| Counters {
+                parts: v[0],
+                ok: v[1],
+                ng: v[2],
+                uninspected: v[3],
+                rejects: v[4],
+                merged: v[5],
+                late: v[6],
+                overruns: v[7],
+                line_stops: v[8],
+            });
+            let info = (
+                ".{0,40}",
+                any::<u64>(),
+                proptest::option::of(".{0,40}"),
+                any::<f32>(),
+                ".{0,60}",
+                any::<bool>(),
+            )
+                .prop_map(
+                    |(firmware_version, uptime_s, model, threshold, source, line_stopped)| BoxInfo {
+                        firmware_version,
+                        protocol: PROTOCOL_VERSION,
+                        uptime_s,
+                        model,
+                        threshold,
+                        source,
+                        line_stopped,
+                    },
+                );
+            let error = prop_oneof![
+                (any::<u16>(), any::<u16>()).prop_map(|(box_version, host_version)| {
+                    DeviceError::ProtocolMismatch { box_version, host_version }
+                }),
+                Just(DeviceError::NoSession),
+                ".{0,80}".prop_map(DeviceError::Failed),
+            ];
+            let reply = prop_oneof![
+                any::<u16>().prop_map(|protocol| Reply::Hello { protocol }),
+                info.prop_map(Reply::Info),
+                counters.prop_map(Reply::Status),
+                Just(Reply::Done),
+                proptest::option::of(thumbnail()).prop_map(Reply::LastNg),
+            ];
+            prop_oneof![
+                (any::<u32>(), prop_oneof![reply.prop_map(Ok), error.prop_map(Err)])
+                    .prop_map(|(id, body)| BoxMessage::Reply { id, body }),
+                inspection().prop_map(|i| BoxMessage::Event(Event::Inspection(i))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn every_request_round_trips(req in request()) {
+                let bytes = frame::encode(&req).unwrap();
+                let back: Request = frame::decode(&bytes[..bytes.len() - 1]).unwrap();
+                // Compare bytes: NaN thresholds are not equal to themselves.
+                prop_assert_eq!(frame::encode(&back).unwrap(), bytes);
+            }
+
+            #[test]
+            fn every_box_message_fits_a_frame_and_round_trips(msg in box_message()) {
+                let bytes = frame::encode(&msg).unwrap();
+                prop_assert!(bytes.len() <= frame::MAX_FRAME_LEN);
+                let back: BoxMessage = frame::decode(&bytes[..bytes.len() - 1]).unwrap();
+                prop_assert_eq!(frame::encode(&back).unwrap(), bytes);
+            }
+
+            #[test]
+            fn garbage_before_a_frame_costs_only_the_garbage(
+                junk in proptest::collection::vec(any::<u8>(), 0..6000),
+                req in request(),
+            ) {
+                let mut dec = frame::FrameDecoder::new();
+                let mut stream = junk;
+                stream.push(0);
+                stream.extend(frame::encode(&req).unwrap());
+                let got = dec.push::<Request>(&stream);
+                let last = got.last().unwrap().as_ref().unwrap();
+                prop_assert_eq!(frame::encode(last).unwrap(), frame::encode(&req).unwrap());
+                prop_assert_eq!(dec.pending(), 0);
+            }
+        }
+    }
 }

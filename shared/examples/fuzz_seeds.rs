@@ -1,0 +1,64 @@
+//! Write the seed corpus of the frame-decoder fuzz target: one valid frame per message
+//! kind, plus frames with noise around them.
+//!
+//! `cargo run -p kensa-shared --example fuzz_seeds -- fuzz/corpus/frame_decoder`
+
+use kensa_shared::verdict::Verdict;
+use kensa_shared::wire::frame::encode;
+use kensa_shared::wire::*;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::PathBuf::from(std::env::args().nth(1).ok_or("usage: fuzz_seeds <corpus dir>")?);
+    std::fs::create_dir_all(&dir)?;
+    let inspection =
+        Inspection { part: 42, captured_us: 1_000_000, score: 2.5, verdict: Verdict::Ng, latency_us: 61_000 };
+    let requests = [
+        RequestBody::Hello { protocol: PROTOCOL_VERSION },
+        RequestBody::Info,
+        RequestBody::Status,
+        RequestBody::Watch(true),
+        RequestBody::SetThreshold(1.5),
+        RequestBody::TestReject,
+        RequestBody::ClearLineStop,
+        RequestBody::LastNg(0),
+    ];
+    let mut seeds: Vec<Vec<u8>> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| encode(&Request { id: i as u32, body }))
+        .collect::<Result<_, _>>()?;
+    let replies = [
+        BoxMessage::Reply { id: 1, body: Ok(Reply::Hello { protocol: PROTOCOL_VERSION }) },
+        BoxMessage::Reply { id: 2, body: Err(DeviceError::NoSession) },
+        BoxMessage::Reply {
+            id: 3,
+            body: Ok(Reply::Status(Counters { parts: 10, ok: 8, ng: 2, ..Default::default() })),
+        },
+        BoxMessage::Reply {
+            id: 4,
+            body: Ok(Reply::LastNg(Some(Thumbnail {
+                inspection: inspection.clone(),
+                width: 8,
+                height: 8,
+                pixels: vec![128; 64],
+            }))),
+        },
+        BoxMessage::Event(Event::Inspection(inspection)),
+    ];
+    for m in &replies {
+        seeds.push(encode(m)?);
+    }
+    // Two frames with garbage between them, and a frame cut short.
+    let mut noisy = b"\x13\x37noise".to_vec();
+    noisy.push(0);
+    noisy.extend(&seeds[0]);
+    noisy.extend(b"\xff\xfe");
+    noisy.extend(&seeds[9]);
+    seeds.push(noisy);
+    seeds.push(seeds[2][..seeds[2].len() / 2].to_vec());
+    for (i, s) in seeds.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed{i:02}")), s)?;
+    }
+    println!("{} seeds in {}", seeds.len(), dir.display());
+    Ok(())
+}
