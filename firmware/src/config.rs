@@ -105,6 +105,10 @@ pub struct Model {
     /// accepted. Empty: any intact package is accepted.
     #[serde(default)]
     pub trusted_keys: Vec<String>,
+    /// Folder for packages flashed over the diagnostics link (A/B slots); when it holds
+    /// an active package, that one runs instead of `path`. No folder: flashing refused.
+    #[serde(default)]
+    pub store: Option<PathBuf>,
 }
 
 impl Model {

@@ -119,6 +119,9 @@ where
     C: Clock + Clone + Send + 'static,
 {
     let (tx, rx) = mpsc::sync_channel::<(u64, Inspected, Option<WorkerTimes>)>(4);
+    // A new model (swapped in by the inspector) brings its threshold, announced ahead of
+    // the first part it scored.
+    let (threshold_tx, threshold_rx) = mpsc::channel::<f32>();
     let worker_stop = Arc::clone(&stop);
     let overruns = Arc::new(AtomicU64::new(0));
     let worker_overruns = Arc::clone(&overruns);
@@ -127,6 +130,7 @@ where
         let clock = worker_clock;
         let interval = source.interval_us();
         let origin = clock.now_us();
+        let mut threshold = inspector.threshold();
         let mut backoff = retry.first_ms;
         // Counts frame slots (parts, lost or not); an idle trigger wait is not one.
         let mut seq = 0u64;
@@ -185,6 +189,10 @@ where
             }
             let part = inspect(&mut inspector, frame);
             let times = WorkerTimes { capture_us: captured - asked, inspect_us: clock.now_us() - captured };
+            if inspector.threshold().to_bits() != threshold.to_bits() {
+                threshold = inspector.threshold();
+                let _ = threshold_tx.send(threshold);
+            }
             if tx.send((captured, part, Some(times))).is_err() {
                 break;
             }
@@ -211,6 +219,9 @@ where
                 .max(50);
             match rx.recv_timeout(Duration::from_micros(wait)) {
                 Ok((captured, part, times)) => {
+                    while let Ok(t) = threshold_rx.try_recv() {
+                        station.set_threshold(t);
+                    }
                     let received = clock.now_us();
                     let r = station.decide(captured, part);
                     if let Some(t) = times {

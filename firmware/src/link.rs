@@ -23,7 +23,10 @@ use kensa_shared::wire::{
 };
 
 use crate::clock::Clock;
+use crate::model::Model;
 use crate::station::{PartResult, Station};
+use crate::store::{Store, StoreError};
+use kensa_shared::package::VerifyingKey;
 
 /// Messages waiting for the port; beyond this, events are dropped.
 const OUT_QUEUE: usize = 256;
@@ -31,8 +34,8 @@ const OUT_QUEUE: usize = 256;
 /// What the box says about itself in [`Reply::Info`].
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// Model name (kind and input size).
-    pub model: Option<String>,
+    /// Model in use (kind and input size); replaced when a flashed model takes over.
+    pub model: Arc<std::sync::Mutex<String>>,
     /// Frame source description.
     pub source: String,
     /// Daemon start.
@@ -54,16 +57,69 @@ pub struct PortEnd {
     requests: mpsc::Sender<Request>,
     out: Receiver<BoxMessage>,
     watching: Arc<AtomicBool>,
+    flash: Option<Flasher>,
 }
 
-/// A connected pair of ends.
-pub fn channel(identity: Identity) -> (Control, PortEnd) {
+/// Model flashing, run on the port thread so that file I/O, verification and loading
+/// never hold up the station.
+#[derive(Debug)]
+pub struct Flasher {
+    /// Where uploads land.
+    pub store: Store,
+    /// Keys a flashed package must be signed by (empty: any intact package).
+    pub trusted: Vec<VerifyingKey>,
+    /// The inspector's intake of new models.
+    pub swap: mpsc::Sender<Model>,
+    /// Shown by `Info`.
+    pub model_name: Arc<std::sync::Mutex<String>>,
+}
+
+impl Flasher {
+    fn handle(&mut self, body: &RequestBody) -> Result<Reply, DeviceError> {
+        let failed = |e: StoreError| DeviceError::Failed(e.to_string());
+        match body {
+            RequestBody::FlashBegin { size, sha256 } => {
+                self.store.begin(*size, sha256).map(Reply::FlashOffset).map_err(failed)
+            }
+            RequestBody::FlashChunk { offset, data } => {
+                self.store.write(*offset, data).map(Reply::FlashOffset).map_err(failed)
+            }
+            RequestBody::FlashCommit => {
+                let mut loaded = None;
+                let path = self
+                    .store
+                    .commit(|bytes| {
+                        let mut m = Model::from_bytes(bytes, "flashed package", &self.trusted)
+                            .map_err(|e| e.to_string())?;
+                        m.self_test()?;
+                        loaded = Some(m);
+                        Ok(())
+                    })
+                    .map_err(failed)?;
+                let m = loaded.expect("verified before commit");
+                let name = m.describe();
+                tracing::info!("flashed {} to {}", name, path.display());
+                if let Ok(mut n) = self.model_name.lock() {
+                    *n = name.clone();
+                }
+                self.swap
+                    .send(m)
+                    .map_err(|_| DeviceError::Failed("the inspection pipeline has stopped".into()))?;
+                Ok(Reply::Flashed(name))
+            }
+            _ => Err(DeviceError::Failed("not a flash request".into())),
+        }
+    }
+}
+
+/// A connected pair of ends; `flash` enables model flashing.
+pub fn channel(identity: Identity, flash: Option<Flasher>) -> (Control, PortEnd) {
     let (req_tx, req_rx) = mpsc::channel();
     let (out_tx, out_rx) = mpsc::sync_channel(OUT_QUEUE);
     let watching = Arc::new(AtomicBool::new(false));
     (
         Control { requests: req_rx, out: out_tx, watching: Arc::clone(&watching), identity },
-        PortEnd { requests: req_tx, out: out_rx, watching },
+        PortEnd { requests: req_tx, out: out_rx, watching, flash },
     )
 }
 
@@ -114,7 +170,7 @@ pub fn answer<P: OutputPin, C: Clock>(
             firmware_version: env!("CARGO_PKG_VERSION").into(),
             protocol: PROTOCOL_VERSION,
             uptime_s: identity.started.elapsed().as_secs(),
-            model: identity.model.clone(),
+            model: Some(identity.model.lock().map(|m| m.clone()).unwrap_or_default()),
             threshold: station.threshold(),
             source: identity.source.clone(),
             line_stopped: station.line_stopped(),
@@ -162,16 +218,18 @@ pub fn answer<P: OutputPin, C: Clock>(
                 })
             })))
         }
-        // The port thread keeps the session; these never reach the station.
-        RequestBody::Hello { .. } | RequestBody::Watch(_) => {
-            Err(DeviceError::Failed("session request reached the station".into()))
-        }
+        // The port thread keeps the session and the store; these never reach the station.
+        RequestBody::Hello { .. }
+        | RequestBody::Watch(_)
+        | RequestBody::FlashBegin { .. }
+        | RequestBody::FlashChunk { .. }
+        | RequestBody::FlashCommit => Err(DeviceError::Failed("session request reached the station".into())),
     }
 }
 
 /// Serve `path` until `stop`: open (retrying with backoff while it is missing), run a
 /// session, reopen when the line goes away.
-pub fn run_port(path: PathBuf, baud: u32, end: PortEnd, stop: Arc<AtomicBool>) {
+pub fn run_port(path: PathBuf, baud: u32, mut end: PortEnd, stop: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
     while !stop.load(Ordering::Relaxed) {
@@ -180,7 +238,7 @@ pub fn run_port(path: PathBuf, baud: u32, end: PortEnd, stop: Arc<AtomicBool>) {
                 tracing::info!("diagnostics link on {}", path.display());
                 backoff = Duration::from_millis(100);
                 reported = false;
-                if let Err(e) = session(&mut port, &end, &stop) {
+                if let Err(e) = session(&mut port, &mut end, &stop) {
                     tracing::warn!("diagnostics link on {} lost: {e}", path.display());
                 }
                 end.watching.store(false, Ordering::Relaxed);
@@ -198,7 +256,7 @@ pub fn run_port(path: PathBuf, baud: u32, end: PortEnd, stop: Arc<AtomicBool>) {
 }
 
 /// One session on an open port, until it fails or `stop`.
-pub fn session<T: Read + Write>(port: &mut T, end: &PortEnd, stop: &AtomicBool) -> std::io::Result<()> {
+pub fn session<T: Read + Write>(port: &mut T, end: &mut PortEnd, stop: &AtomicBool) -> std::io::Result<()> {
     let mut decoder = FrameDecoder::new();
     let mut open = false;
     let mut buf = [0u8; 1024];
@@ -228,6 +286,14 @@ pub fn session<T: Read + Write>(port: &mut T, end: &PortEnd, stop: &AtomicBool) 
                             end.watching.store(on, Ordering::Relaxed);
                             Some(Ok(Reply::Done))
                         }
+                        RequestBody::FlashBegin { .. }
+                        | RequestBody::FlashChunk { .. }
+                        | RequestBody::FlashCommit => Some(match &mut end.flash {
+                            Some(f) => f.handle(&req.body),
+                            None => Err(DeviceError::Failed(
+                                "this box has no model store configured (model.store)".into(),
+                            )),
+                        }),
                         _ => {
                             let _ = end.requests.send(req.clone());
                             None
@@ -278,7 +344,7 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            model: Some("patchcore 256x256".into()),
+            model: Arc::new(std::sync::Mutex::new("patchcore 256x256".into())),
             source: "synthetic".into(),
             started: Instant::now(),
         }
@@ -348,7 +414,7 @@ mod tests {
 
     #[test]
     fn the_session_needs_hello_survives_garbage_and_forwards_requests() {
-        let (control, end) = channel(identity());
+        let (control, mut end) = channel(identity(), None);
         let req = |id, body| encode(&Request { id, body }).unwrap();
         let mut input = req(1, RequestBody::Status);
         input.extend(b"\x07garbage\x00\x00");
@@ -360,7 +426,7 @@ mod tests {
         input.extend(req(5, RequestBody::Watch(true)));
         input.extend(req(6, RequestBody::Status));
         let mut wire = Wire { input: std::io::Cursor::new(input), output: Vec::new() };
-        let err = session(&mut wire, &end, &AtomicBool::new(false)).unwrap_err();
+        let err = session(&mut wire, &mut end, &AtomicBool::new(false)).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "a dead line ends the session");
 
         let mut dec = FrameDecoder::new();

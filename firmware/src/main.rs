@@ -14,9 +14,10 @@ use kensa_fw::clock::{Clock, MonotonicClock};
 use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output, Trigger};
 use kensa_fw::line::{self, Retry, RunLimits, Summary};
 use kensa_fw::link;
-use kensa_fw::model::Model;
+use kensa_fw::model::{Model, Swappable};
 use kensa_fw::schedule::RejectScheduler;
 use kensa_fw::station::{Action, PartResult, Station};
+use kensa_fw::store::Store;
 use kensa_shared::synth::{Surface, SynthSpec};
 use kensa_shared::verdict::Verdict;
 use std::time::Duration;
@@ -53,6 +54,9 @@ struct Args {
     /// Print the final summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Model store for flashing (overrides the configuration's `model.store`).
+    #[arg(long)]
+    store: Option<PathBuf>,
     /// Serve diagnostics on this serial device (overrides the configuration's port).
     #[arg(long)]
     serial: Option<PathBuf>,
@@ -89,10 +93,16 @@ fn run(args: Args) -> Result<()> {
         None => sim_config(&args),
     };
     let trusted = cfg.model.trusted();
-    let model = match (&args.model, args.sim) {
-        (Some(p), _) => Model::load(p, &trusted)?,
-        (None, true) => Model::from_bytes(DEMO_MODEL, "built-in demo model", &trusted)?,
-        (None, false) => Model::load(&cfg.model.path, &trusted)?,
+    let store = match args.store.as_ref().or(cfg.model.store.as_ref()) {
+        Some(dir) => Some(Store::open(dir).with_context(|| format!("model store {}", dir.display()))?),
+        None => None,
+    };
+    let flashed = store.as_ref().and_then(Store::active).filter(|_| args.model.is_none());
+    let model = match (&args.model, &flashed, args.sim) {
+        (Some(p), _, _) => Model::load(p, &trusted)?,
+        (None, Some(p), _) => Model::load(p, &trusted).with_context(|| "the flashed model in the store")?,
+        (None, None, true) => Model::from_bytes(DEMO_MODEL, "built-in demo model", &trusted)?,
+        (None, None, false) => Model::load(&cfg.model.path, &trusted)?,
     };
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
         Camera::Synthetic { rate_hz, defect_rate, size, seed } => Box::new(SyntheticConveyor::new(
@@ -138,17 +148,21 @@ fn run(args: Args) -> Result<()> {
         (None, Some(s)) => Some((s.port.clone(), s.baud)),
         (None, None) => None,
     };
+    let (swap_tx, swap_rx) = std::sync::mpsc::channel();
+    let model_name = Arc::new(std::sync::Mutex::new(model.describe()));
     let control = serial.map(|(port, baud)| {
         let identity = link::Identity {
-            model: Some(format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height)),
+            model: Arc::clone(&model_name),
             source: source.describe(),
             started: std::time::Instant::now(),
         };
-        let (control, end) = link::channel(identity);
+        let flash = store.map(|store| link::Flasher { store, trusted, swap: swap_tx, model_name });
+        let (control, end) = link::channel(identity, flash);
         let link_stop = Arc::clone(&stop);
         std::thread::spawn(move || link::run_port(port, baud, end, link_stop));
         control
     });
+    let model = Swappable::new(model, swap_rx);
     let control = control.as_ref();
     let clock = MonotonicClock::default();
     let summary = match &cfg.reject {
@@ -184,7 +198,7 @@ fn sim_config(args: &Args) -> Config {
             size: 256,
             seed: args.seed,
         },
-        model: kensa_fw::config::Model { path: "built-in".into(), trusted_keys: Vec::new() },
+        model: kensa_fw::config::Model { path: "built-in".into(), trusted_keys: Vec::new(), store: None },
         trigger: Default::default(),
         belt: Belt { delay_ms: 800.0, pulse_ms: 60.0, min_gap_ms: 40.0, lead_ms: 2.0 },
         reject: Output::Simulated,
@@ -246,7 +260,7 @@ fn gpio_output(chip: &std::path::Path, line: u32, label: &str) -> Result<linux_e
 #[allow(clippy::too_many_arguments)]
 fn run_line<P: OutputPin>(
     source: Box<dyn FrameSource + Send>,
-    model: Model,
+    model: Swappable,
     pin: P,
     belt: &Belt,
     fail_safe: &FailSafe,

@@ -67,6 +67,53 @@ impl Model {
     pub fn manifest(&self) -> &Manifest {
         self.runner.manifest()
     }
+
+    /// Head and input size, e.g. `patchcore 256x256`.
+    pub fn describe(&self) -> String {
+        let m = self.manifest();
+        format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height)
+    }
+
+    /// Score a mid-grey frame of the model's input size: a package that loads but cannot
+    /// score, or scores NaN, fails here instead of on the line.
+    pub fn self_test(&mut self) -> Result<(), String> {
+        let p = self.manifest().preprocess;
+        let frame =
+            DynamicImage::ImageLuma8(image::GrayImage::from_pixel(p.width, p.height, image::Luma([128])));
+        match self.score(&frame)? {
+            s if s.is_finite() => Ok(()),
+            s => Err(format!("self-test scored {s}")),
+        }
+    }
+}
+
+/// The model in use, replaced between two parts when a new one arrives (a flashed
+/// package, verified and self-tested before it is sent).
+#[derive(Debug)]
+pub struct Swappable {
+    current: Model,
+    incoming: std::sync::mpsc::Receiver<Model>,
+}
+
+impl Swappable {
+    /// Run `current` until `incoming` delivers another.
+    pub fn new(current: Model, incoming: std::sync::mpsc::Receiver<Model>) -> Self {
+        Self { current, incoming }
+    }
+}
+
+impl Inspector for Swappable {
+    fn score(&mut self, image: &DynamicImage) -> Result<f32, String> {
+        while let Ok(m) = self.incoming.try_recv() {
+            tracing::info!("now inspecting with {}", m.describe());
+            self.current = m;
+        }
+        self.current.score(image)
+    }
+
+    fn threshold(&self) -> f32 {
+        self.current.threshold()
+    }
 }
 
 impl Inspector for Model {

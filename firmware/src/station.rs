@@ -267,9 +267,10 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         self.threshold
     }
 
-    /// Judge parts decided from now on against `threshold` (diagnostics link).
+    /// Judge parts decided from now on against `threshold` (set over the diagnostics
+    /// link, or brought by a newly flashed model).
     pub fn set_threshold(&mut self, threshold: f32) {
-        tracing::warn!(from = self.threshold, to = threshold, "threshold changed over the diagnostics link");
+        tracing::warn!(from = self.threshold, to = threshold, "decision threshold changed");
         self.threshold = threshold;
     }
 

@@ -90,6 +90,16 @@ enum Command {
         #[command(subcommand)]
         action: diag::Action,
     },
+    /// Upload a model package to a box over its serial line and switch it over.
+    Flash {
+        /// Serial device.
+        port: PathBuf,
+        /// The package (`kensa export`).
+        package: PathBuf,
+        /// Line rate.
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+    },
     /// Generate a dataset of textured parts with rectangular debris (MVTec layout).
     Synth(SynthArgs),
     /// Print the wire-protocol version this build speaks.
@@ -353,6 +363,7 @@ impl Cli {
             }
             Command::Demo { out, surface } => demo(&out, &surface),
             Command::Diag { port, baud, action } => diag::run(&port, baud, &action),
+            Command::Flash { port, package, baud } => diag::flash(&port, baud, &package),
             Command::Train(a) => {
                 let (ds, name) = a.data.load()?;
                 let mut opts = train::TrainOptions {

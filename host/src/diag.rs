@@ -136,3 +136,67 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
     }
     Ok(())
 }
+
+/// `kensa flash`: upload `package` to the box on `port` and switch it over. Resumes from
+/// the box's staged bytes, after a lost link within this run or a previous run.
+pub fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
+    use kensa_shared::wire::FLASH_CHUNK;
+    let bytes = std::fs::read(package).with_context(|| format!("reading {}", package.display()))?;
+    let pkg = kensa_shared::package::Package::from_bytes(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a model package: {e}", package.display()))?;
+    let sha256 = kensa_shared::sha256_hex(&bytes);
+    let size = bytes.len() as u64;
+    let pb = crate::train::progress(bytes.len(), "flashing");
+    let started = std::time::Instant::now();
+    let mut reconnects = 0;
+    let name = loop {
+        let attempt = (|| -> Result<String> {
+            let mut link = Link::open(port, baud)?;
+            let Reply::FlashOffset(mut at) =
+                link.call(RequestBody::FlashBegin { size, sha256: sha256.clone() })?
+            else {
+                bail!("unexpected answer to flash begin")
+            };
+            if at > 0 {
+                say!("resuming at byte {at} of {size}");
+            }
+            while at < size {
+                pb.set_position(at);
+                let end = (at as usize + FLASH_CHUNK).min(bytes.len());
+                let data = bytes[at as usize..end].to_vec();
+                match link.call(RequestBody::FlashChunk { offset: at, data })? {
+                    Reply::FlashOffset(next) if next > at => at = next,
+                    other => bail!("the box did not take the bytes at {at}: {other:?}"),
+                }
+            }
+            pb.set_position(size);
+            match link.call(RequestBody::FlashCommit)? {
+                Reply::Flashed(name) => Ok(name),
+                other => bail!("unexpected answer to commit: {other:?}"),
+            }
+        })();
+        match attempt {
+            Ok(name) => break name,
+            // A refusal by the box (damaged, unsigned) will not change on retry.
+            Err(e) if e.to_string().contains("refused") || reconnects >= 5 => return Err(e),
+            Err(e) => {
+                reconnects += 1;
+                tracing::warn!("{e:#}; reconnecting ({reconnects}/5)");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    say!(
+        "flashed {} ({} {:?}, {} bytes in {:.1} s, {:.0} B/s{}); the box now runs {name}",
+        package.display(),
+        pkg.manifest.kind,
+        pkg.manifest.precision,
+        size,
+        secs,
+        size as f64 / secs,
+        if reconnects > 0 { format!(", {reconnects} reconnects") } else { String::new() }
+    );
+    Ok(())
+}

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::verdict::Verdict;
 
 /// Version of the message layout in this module. Bump on any change to a serialised type.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Largest `data` in one [`RequestBody::FlashChunk`] (fits one frame with its header).
+pub const FLASH_CHUNK: usize = 4096;
 
 /// A message from the host to the box.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +53,23 @@ pub enum RequestBody {
     /// The thumbnail of the `n`-th most recent NG or uninspected part that has one
     /// (0 = newest).
     LastNg(u8),
+    /// Start (or resume) uploading a model package; the box answers with the bytes it
+    /// already holds of this very package.
+    FlashBegin {
+        /// Package size (bytes).
+        size: u64,
+        /// Lower-case hex SHA-256 of the package.
+        sha256: String,
+    },
+    /// Package bytes from `offset` (at most [`FLASH_CHUNK`]).
+    FlashChunk {
+        /// Where `data` starts in the package.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Verify the upload (size, hash, signature, load, self-test) and switch to it.
+    FlashCommit,
 }
 
 /// A message from the box to the host.
@@ -82,6 +102,10 @@ pub enum Reply {
     Done,
     /// Answer to [`RequestBody::LastNg`]: `None` when fewer rejected parts are kept.
     LastNg(Option<Thumbnail>),
+    /// Bytes of the upload the box holds (answer to `FlashBegin` and `FlashChunk`).
+    FlashOffset(u64),
+    /// The box now inspects with the flashed model (its description).
+    Flashed(String),
 }
 
 /// A small greyscale picture of a rejected part, with its record.
@@ -290,6 +314,11 @@ mod tests {
                 any::<f32>().prop_map(RequestBody::SetThreshold),
                 Just(RequestBody::ClearLineStop),
                 any::<u8>().prop_map(RequestBody::LastNg),
+                (any::<u64>(), "[0-9a-f]{64}")
+                    .prop_map(|(size, sha256)| RequestBody::FlashBegin { size, sha256 }),
+                (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..=FLASH_CHUNK))
+                    .prop_map(|(offset, data)| RequestBody::FlashChunk { offset, data }),
+                Just(RequestBody::FlashCommit),
             ];
             (any::<u32>(), body).prop_map(|(id, body)| Request { id, body })
         }
@@ -346,6 +375,8 @@ mod tests {
                 counters.prop_map(Reply::Status),
                 Just(Reply::Done),
                 proptest::option::of(thumbnail()).prop_map(Reply::LastNg),
+                any::<u64>().prop_map(Reply::FlashOffset),
+                ".{0,80}".prop_map(Reply::Flashed),
             ];
             prop_oneof![
                 (any::<u32>(), prop_oneof![reply.prop_map(Ok), error.prop_map(Err)])
@@ -358,6 +389,7 @@ mod tests {
             #[test]
             fn every_request_round_trips(req in request()) {
                 let bytes = frame::encode(&req).unwrap();
+                prop_assert!(bytes.len() <= frame::MAX_FRAME_LEN);
                 let back: Request = frame::decode(&bytes[..bytes.len() - 1]).unwrap();
                 // Compare bytes: NaN thresholds are not equal to themselves.
                 prop_assert_eq!(frame::encode(&back).unwrap(), bytes);

@@ -99,3 +99,72 @@ fn a_box_that_is_not_there_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&line.host_port.display().to_string()) && err.contains("no answer"), "{err}");
 }
+
+fn start_box_with_store(line: &SerialLine, store: &std::path::Path) -> Box {
+    let child = kensa_fw()
+        .args(["--sim", "--parts", "100000", "--rate", "10", "--defect-rate", "0.5", "--serial"])
+        .arg(&line.box_port)
+        .arg("--store")
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Box(child)
+}
+
+#[test]
+fn a_model_flashed_over_the_line_changes_decisions_and_survives_a_kill() {
+    let dir = kensa_e2e::tempdir();
+    let store = dir.path().join("store");
+    // The demo model with a threshold no part reaches: once it runs, nothing is NG.
+    let demo = std::fs::read(kensa_e2e::repo_root().join("models/demo_brushed_metal.kpkg")).unwrap();
+    let mut pkg = kensa_shared::package::Package::from_bytes(&demo).unwrap();
+    pkg.manifest.threshold = 1e9;
+    let lenient = dir.path().join("lenient.kpkg");
+    std::fs::write(&lenient, pkg.to_bytes()).unwrap();
+
+    let line = SerialLine::new();
+    let fw = start_box_with_store(&line, &store);
+    // Pull the cable mid-upload: the host is killed after a moment...
+    let mut first =
+        kensa().arg("flash").arg(&line.host_port).arg(&lenient).stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = first.kill();
+    let _ = first.wait();
+    // ...and the second run resumes (or finds the upload done) and switches the model.
+    let out =
+        String::from_utf8_lossy(&run_ok(kensa().arg("flash").arg(&line.host_port).arg(&lenient)).stdout)
+            .into_owned();
+    assert!(out.contains("the box now runs patchcore 256x256"), "{out}");
+    assert!(diag(&line, &["info"]).contains("threshold 1000000000"));
+    let ng = count(&diag(&line, &["status"]), "NG ");
+    diag(&line, &["watch", "--count", "5"]);
+    assert_eq!(count(&diag(&line, &["status"]), "NG "), ng, "the flashed model passes every part");
+
+    // Killed outright and restarted: it comes back with the flashed model.
+    drop(fw);
+    let _fw = start_box_with_store(&line, &store);
+    assert!(diag(&line, &["info"]).contains("threshold 1000000000"));
+}
+
+#[test]
+fn a_damaged_upload_is_refused_and_the_box_keeps_its_model() {
+    let dir = kensa_e2e::tempdir();
+    let demo = std::fs::read(kensa_e2e::repo_root().join("models/demo_brushed_metal.kpkg")).unwrap();
+    // A valid package whose graph does not load: tract refuses it at commit.
+    let mut pkg = kensa_shared::package::Package::from_bytes(&demo).unwrap();
+    pkg.onnx.truncate(pkg.onnx.len() / 3);
+    pkg.manifest.onnx_sha256 = kensa_shared::sha256_hex(&pkg.onnx);
+    let broken = dir.path().join("broken.kpkg");
+    std::fs::write(&broken, pkg.to_bytes()).unwrap();
+    let line = SerialLine::new();
+    let _fw = start_box_with_store(&line, &dir.path().join("store"));
+    let before = diag(&line, &["info"]);
+    let out = kensa().arg("flash").arg(&line.host_port).arg(&broken).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.contains("flashed package"), "{err}");
+    assert_eq!(diag(&line, &["info"]).lines().nth(3), before.lines().nth(3), "threshold unchanged");
+    assert!(diag(&line, &["status"]).starts_with("parts "), "still inspecting");
+}
