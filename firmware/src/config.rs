@@ -398,6 +398,7 @@ mod tests {
         );
         assert_eq!(c.fail_safe.uninspected, Uninspected::Reject);
         assert!(matches!(c.reject, Output::Gpio { line: 17, .. }));
+        assert_eq!(c.model.store.as_deref(), Some(std::path::Path::new("/var/lib/kensa/store")));
     }
 
     #[test]

@@ -170,7 +170,8 @@ pub fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
                 }
             }
             pb.set_position(size);
-            match link.call(RequestBody::FlashCommit)? {
+            // Verifying, loading and self-testing the model takes the box a while.
+            match link.call_within(RequestBody::FlashCommit, Duration::from_secs(30))? {
                 Reply::Flashed(name) => Ok(name),
                 other => bail!("unexpected answer to commit: {other:?}"),
             }

@@ -55,13 +55,19 @@ impl Link {
 
     /// Send `body` and wait for its reply; a refusal by the box is an error naming it.
     pub fn call(&mut self, body: RequestBody) -> Result<Reply> {
+        self.call_within(body, REPLY_TIMEOUT)
+    }
+
+    /// [`Self::call`] for requests the box takes long over (loading a flashed model):
+    /// each try waits `wait`.
+    pub fn call_within(&mut self, body: RequestBody, wait: Duration) -> Result<Reply> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let frame = encode(&Request { id, body: body.clone() })?;
         for _ in 0..TRIES {
             self.port.write_all(&frame).with_context(|| format!("writing to {}", self.name))?;
             self.port.flush().ok();
-            let deadline = Instant::now() + REPLY_TIMEOUT;
+            let deadline = Instant::now() + wait;
             while Instant::now() < deadline {
                 for msg in self.read()? {
                     match msg {

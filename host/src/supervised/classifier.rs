@@ -332,7 +332,7 @@ mod tests {
         let train: Vec<Example> = (0..200).map(|i| make(i % 4 == 0, &mut rng)).collect();
         let val: Vec<Example> = (0..80).map(|i| make(i % 4 == 0, &mut rng)).collect();
         let (c, curves) = fit(train, val.clone(), &FitOptions::default());
-        assert!(curves.len() >= 2 && curves.len() <= 300);
+        assert!(curves.len() >= 2 && curves.len() <= FitOptions::default().max_epochs);
         assert!(curves.last().unwrap().val_accuracy > 0.95, "{:?}", curves.last());
         // Scores in raw units reproduce the pooled logit's decisions.
         let right = val

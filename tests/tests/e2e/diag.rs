@@ -19,7 +19,7 @@ impl Drop for Box {
 
 fn start_box(line: &SerialLine) -> Box {
     let child = kensa_fw()
-        .args(["--sim", "--parts", "100000", "--rate", "10", "--defect-rate", "0.5", "--serial"])
+        .args(["--sim", "--parts", "100000", "--rate", "5", "--defect-rate", "0.5", "--serial"])
         .arg(&line.box_port)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -51,7 +51,8 @@ fn a_technician_sees_and_steers_a_running_box() {
     let watch = diag(&line, &["watch", "--count", "5"]);
     let parts: Vec<&str> = watch.lines().filter(|l| l.starts_with("part ")).collect();
     assert_eq!(parts.len(), 5, "{watch}");
-    assert!(parts.iter().all(|l| l.contains("OK") || l.contains("NG")), "{watch}");
+    // Every decision is streamed, parts lost to an overrun (slow debug builds) included.
+    assert!(parts.iter().all(|l| ["OK", "NG", "UNINSPECTED"].iter().any(|v| l.contains(v))), "{watch}");
 
     let before = diag(&line, &["status"]);
     assert!(count(&before, "parts ") >= 5, "{before}");
@@ -102,7 +103,7 @@ fn a_box_that_is_not_there_is_named() {
 
 fn start_box_with_store(line: &SerialLine, store: &std::path::Path) -> Box {
     let child = kensa_fw()
-        .args(["--sim", "--parts", "100000", "--rate", "10", "--defect-rate", "0.5", "--serial"])
+        .args(["--sim", "--parts", "100000", "--rate", "5", "--defect-rate", "0.5", "--serial"])
         .arg(&line.box_port)
         .arg("--store")
         .arg(store)
