@@ -17,15 +17,20 @@ impl Drop for Box {
     }
 }
 
+/// A box on the simulated conveyor serving diagnostics on `line`, flashing into `store`
+/// when given.
+fn start_box_with(line: &SerialLine, store: Option<&std::path::Path>) -> Box {
+    let mut cmd = kensa_fw();
+    cmd.args(["--sim", "--parts", "100000", "--rate", "5", "--defect-rate", "0.5", "--serial"])
+        .arg(&line.box_port);
+    if let Some(dir) = store {
+        cmd.arg("--store").arg(dir);
+    }
+    Box(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+}
+
 fn start_box(line: &SerialLine) -> Box {
-    let child = kensa_fw()
-        .args(["--sim", "--parts", "100000", "--rate", "5", "--defect-rate", "0.5", "--serial"])
-        .arg(&line.box_port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Box(child)
+    start_box_with(line, None)
 }
 
 fn diag(line: &SerialLine, args: &[&str]) -> String {
@@ -102,16 +107,7 @@ fn a_box_that_is_not_there_is_named() {
 }
 
 fn start_box_with_store(line: &SerialLine, store: &std::path::Path) -> Box {
-    let child = kensa_fw()
-        .args(["--sim", "--parts", "100000", "--rate", "5", "--defect-rate", "0.5", "--serial"])
-        .arg(&line.box_port)
-        .arg("--store")
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Box(child)
+    start_box_with(line, Some(store))
 }
 
 #[test]
@@ -138,6 +134,8 @@ fn a_model_flashed_over_the_line_changes_decisions_and_survives_a_kill() {
         String::from_utf8_lossy(&run_ok(kensa().arg("flash").arg(&line.host_port).arg(&lenient)).stdout)
             .into_owned();
     assert!(out.contains("the box now runs patchcore 256x256"), "{out}");
+    // The new model takes over at the next part, and its threshold with it.
+    diag(&line, &["watch", "--count", "2"]);
     assert!(diag(&line, &["info"]).contains("threshold 1000000000"));
     let ng = count(&diag(&line, &["status"]), "NG ");
     diag(&line, &["watch", "--count", "5"]);
