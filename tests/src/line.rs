@@ -46,6 +46,8 @@ pub struct SerialLine {
     pub flip_ppm: Arc<AtomicU32>,
     /// Chance per byte, in millionths, that the relay drops it.
     pub drop_ppm: Arc<AtomicU32>,
+    /// Line rate to imitate (bits/s, 10 bits per byte as 8N1); 0 = as fast as the ptys.
+    pub baud: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
     relay: Option<std::thread::JoinHandle<()>>,
     // Held open so a process closing its end does not hang up the line.
@@ -59,9 +61,21 @@ impl SerialLine {
         let (mb, sb, pb) = openpty();
         let stop = Arc::new(AtomicBool::new(false));
         let (flip_ppm, drop_ppm) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-        let (s, f, d) = (Arc::clone(&stop), Arc::clone(&flip_ppm), Arc::clone(&drop_ppm));
-        let relay = std::thread::spawn(move || relay(ma, mb, &s, &f, &d));
-        Self { box_port: pa, host_port: pb, flip_ppm, drop_ppm, stop, relay: Some(relay), _slaves: [sa, sb] }
+        let baud = Arc::new(AtomicU32::new(0));
+        let noise =
+            Noise { flip: Arc::clone(&flip_ppm), drop: Arc::clone(&drop_ppm), baud: Arc::clone(&baud) };
+        let s = Arc::clone(&stop);
+        let relay = std::thread::spawn(move || relay(ma, mb, &s, &noise));
+        Self {
+            box_port: pa,
+            host_port: pb,
+            flip_ppm,
+            drop_ppm,
+            baud,
+            stop,
+            relay: Some(relay),
+            _slaves: [sa, sb],
+        }
     }
 }
 
@@ -80,7 +94,15 @@ impl Drop for SerialLine {
     }
 }
 
-fn relay(a: OwnedFd, b: OwnedFd, stop: &AtomicBool, flip: &AtomicU32, drop: &AtomicU32) {
+/// What the relay does to the bytes.
+struct Noise {
+    flip: Arc<AtomicU32>,
+    drop: Arc<AtomicU32>,
+    baud: Arc<AtomicU32>,
+}
+
+fn relay(a: OwnedFd, b: OwnedFd, stop: &AtomicBool, noise: &Noise) {
+    let (flip, drop) = (&noise.flip, &noise.drop);
     // xorshift: reproducible noise without a dependency.
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move || {
@@ -99,6 +121,12 @@ fn relay(a: OwnedFd, b: OwnedFd, stop: &AtomicBool, flip: &AtomicU32, drop: &Ato
                 continue;
             }
             moved = true;
+            // The time these bytes take on a real line (one direction at a time: a
+            // request/reply protocol rarely has both busy).
+            let baud = noise.baud.load(Ordering::Relaxed);
+            if baud > 0 {
+                std::thread::sleep(std::time::Duration::from_secs_f64(n as f64 * 10.0 / baud as f64));
+            }
             let mut out = Vec::with_capacity(n as usize);
             for &byte in &buf[..n as usize] {
                 if next() < drop.load(Ordering::Relaxed) {

@@ -167,3 +167,62 @@ fn a_damaged_upload_is_refused_and_the_box_keeps_its_model() {
     assert_eq!(diag(&line, &["info"]).lines().nth(3), before.lines().nth(3), "threshold unchanged");
     assert!(diag(&line, &["status"]).starts_with("parts "), "still inspecting");
 }
+
+/// Upload throughput as a share of the line rate, on a relay imitating 115 200 baud and
+/// 3 Mbaud. A benchmark, not a check: `cargo test --release -p kensa-e2e flash_throughput
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: minutes at 115 200 baud"]
+fn flash_throughput() {
+    let dir = kensa_e2e::tempdir();
+    let data = dir.path().join("data");
+    run_ok(
+        kensa()
+            .args([
+                "synth",
+                "--size",
+                "64",
+                "--train",
+                "8",
+                "--test-good",
+                "2",
+                "--test-defect",
+                "2",
+                "--out",
+            ])
+            .arg(&data),
+    );
+    let model = dir.path().join("m.kmodel");
+    run_ok(
+        kensa()
+            .args(["train", "--size", "64", "--coreset", "0.05", "--data"])
+            .arg(&data)
+            .arg("-o")
+            .arg(&model),
+    );
+    let pkg = dir.path().join("m.kpkg");
+    run_ok(
+        kensa()
+            .args(["export", "--precision", "int8-weights", "--accept-accuracy-drop", "-m"])
+            .arg(&model)
+            .arg("-o")
+            .arg(&pkg),
+    );
+    let size = std::fs::metadata(&pkg).unwrap().len();
+    let line = SerialLine::new();
+    let _fw = start_box_with_store(&line, &dir.path().join("store"));
+    diag(&line, &["info"]);
+    for baud in [115_200u32, 3_000_000] {
+        line.baud.store(baud, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let out = run_ok(kensa().arg("flash").arg(&line.host_port).arg(&pkg));
+        let secs = started.elapsed().as_secs_f64();
+        let rate = size as f64 / secs;
+        println!(
+            "{baud} baud: {size} bytes in {secs:.1} s = {rate:.0} B/s, {:.0} % of the line's {} B/s ({})",
+            100.0 * rate / (baud as f64 / 10.0),
+            baud / 10,
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+}
