@@ -226,3 +226,32 @@ fn flash_throughput() {
         );
     }
 }
+
+#[test]
+fn a_box_killed_mid_upload_resumes_the_upload_after_restarting() {
+    let dir = kensa_e2e::tempdir();
+    let store = dir.path().join("store");
+    let demo = kensa_e2e::repo_root().join("models/demo_brushed_metal.kpkg");
+    let line = SerialLine::new();
+    let fw = start_box_with_store(&line, &store);
+    diag(&line, &["info"]); // up and answering
+    line.baud.store(115_200, Ordering::Relaxed);
+    let mut host =
+        kensa().arg("flash").arg(&line.host_port).arg(&demo).stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    drop(fw); // SIGKILL in the middle of the upload
+    let _ = host.kill();
+    let _ = host.wait();
+    line.baud.store(0, Ordering::Relaxed);
+    let _fw = start_box_with_store(&line, &store);
+    let out = String::from_utf8_lossy(&run_ok(kensa().arg("flash").arg(&line.host_port).arg(&demo)).stdout)
+        .into_owned();
+    let at: u64 = out
+        .split("resuming at byte ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the upload started over: {out}"));
+    assert!(at > 4096, "{out}");
+    assert!(out.contains("the box now runs patchcore 256x256"), "{out}");
+}
