@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod line;
 pub mod link;
+pub mod logbook;
 pub mod model;
 pub mod schedule;
 pub mod station;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use embedded_hal::digital::OutputPin;
 use kensa_shared::verdict::Verdict;
-use kensa_shared::wire::frame::{FrameDecoder, encode};
+use kensa_shared::wire::frame::{FrameDecoder, MAX_PAYLOAD_LEN, encode};
 use kensa_shared::wire::{
     BoxInfo, BoxMessage, Counters, DeviceError, Event, Inspection, PROTOCOL_VERSION, Reply, Request,
     RequestBody, Thumbnail,
@@ -40,6 +40,8 @@ pub struct Identity {
     pub source: String,
     /// Daemon start.
     pub started: Instant,
+    /// Recent log lines.
+    pub logbook: crate::logbook::Logbook,
 }
 
 /// The station thread's end of the link.
@@ -158,6 +160,17 @@ fn record(r: &PartResult) -> Inspection {
     }
 }
 
+/// A part's thumbnail as grey pixels for the wire.
+fn thumbnail(r: &PartResult) -> Option<Thumbnail> {
+    let t = image::DynamicImage::ImageRgb8(r.thumbnail.clone()?).to_luma8();
+    Some(Thumbnail {
+        inspection: record(r),
+        width: t.width() as u16,
+        height: t.height() as u16,
+        pixels: t.into_raw(),
+    })
+}
+
 /// The station's answer to a request the port thread passed on.
 pub fn answer<P: OutputPin, C: Clock>(
     station: &mut Station<P, C>,
@@ -208,16 +221,11 @@ pub fn answer<P: OutputPin, C: Clock>(
                 .rev()
                 .filter(|r| r.verdict != Verdict::Ok && r.thumbnail.is_some())
                 .nth(*n as usize);
-            Ok(Reply::LastNg(part.and_then(|r| {
-                let t = image::DynamicImage::ImageRgb8(r.thumbnail.clone()?).to_luma8();
-                Some(Thumbnail {
-                    inspection: record(r),
-                    width: t.width() as u16,
-                    height: t.height() as u16,
-                    pixels: t.into_raw(),
-                })
-            })))
+            Ok(Reply::LastNg(part.and_then(thumbnail)))
         }
+        RequestBody::Snapshot => Ok(Reply::Snapshot(station.last_seen().and_then(thumbnail))),
+        // Leave room in the frame for the message around the lines.
+        RequestBody::Logs => Ok(Reply::Logs(identity.logbook.tail(MAX_PAYLOAD_LEN - 256))),
         // The port thread keeps the session and the store; these never reach the station.
         RequestBody::Hello { .. }
         | RequestBody::Watch(_)
@@ -347,6 +355,7 @@ mod tests {
             model: Arc::new(std::sync::Mutex::new("patchcore 256x256".into())),
             source: "synthetic".into(),
             started: Instant::now(),
+            logbook: crate::logbook::Logbook::default(),
         }
     }
 
@@ -373,6 +382,16 @@ mod tests {
         let Ok(Reply::LastNg(Some(t))) = answer(&mut st, &RequestBody::LastNg(0), &id, 0) else { panic!() };
         assert_eq!((t.inspection.part, t.width, t.height, t.pixels.len()), (1, 64, 48, 64 * 48));
         assert_eq!(answer(&mut st, &RequestBody::LastNg(1), &id, 0), Ok(Reply::LastNg(None)));
+        // The snapshot is the latest frame, an OK part's included.
+        let Ok(Reply::Snapshot(Some(snap))) = answer(&mut st, &RequestBody::Snapshot, &id, 0) else {
+            panic!()
+        };
+        assert_eq!((snap.inspection.part, snap.inspection.verdict), (2, Verdict::Ok));
+        id.logbook.push("WARN camera lost");
+        assert_eq!(
+            answer(&mut st, &RequestBody::Logs, &id, 0),
+            Ok(Reply::Logs(vec!["WARN camera lost".into()]))
+        );
 
         // Test fire: one stroke 2 ms from now (lead + 1 ms), whatever the belt delay.
         let before = pin.log().lock().unwrap().len();

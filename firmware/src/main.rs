@@ -71,14 +71,15 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let level = ["warn", "info", "debug"][args.verbose.min(2) as usize];
+    let logbook = kensa_fw::logbook::Logbook::default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(logbook.clone())
         .init();
-    match run(args) {
+    match run(args, logbook) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args, logbook: kensa_fw::logbook::Logbook) -> Result<()> {
     let cfg = match &args.config {
         Some(path) => Config::load(path)?,
         None => sim_config(&args),
@@ -155,6 +156,7 @@ fn run(args: Args) -> Result<()> {
             model: Arc::clone(&model_name),
             source: source.describe(),
             started: std::time::Instant::now(),
+            logbook,
         };
         let flash = store.map(|store| link::Flasher { store, trusted, swap: swap_tx, model_name });
         let (control, end) = link::channel(identity, flash);

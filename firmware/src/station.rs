@@ -137,6 +137,8 @@ pub struct Station<P, C> {
     recent: VecDeque<PartResult>,
     line_stopped: bool,
     line_stop: Option<Box<dyn Signal>>,
+    /// The latest part that came with a frame, thumbnail kept whatever its verdict.
+    last_seen: Option<PartResult>,
 }
 
 impl<P: OutputPin, C: Clock> Station<P, C> {
@@ -159,6 +161,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
             recent: VecDeque::with_capacity(RECENT),
             line_stopped: false,
             line_stop: None,
+            last_seen: None,
         }
     }
 
@@ -219,9 +222,13 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         } else {
             Action::Pass
         };
+        let seen = thumbnail.clone();
         let thumbnail = thumbnail.filter(|_| verdict != Verdict::Ok);
         let r =
             PartResult { seq, captured_us, decided_us: now, score, verdict, action, fault, truth, thumbnail };
+        if seen.is_some() {
+            self.last_seen = Some(PartResult { thumbnail: seen, ..r.clone() });
+        }
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
@@ -278,6 +285,12 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
     pub fn test_reject(&mut self) {
         let lead = self.scheduler.timing().lead_us;
         let _ = self.scheduler.stroke_at(self.clock.now_us() + lead + 1_000);
+    }
+
+    /// The latest part that came with a frame (its thumbnail whatever the verdict): what
+    /// the camera sees now.
+    pub fn last_seen(&self) -> Option<&PartResult> {
+        self.last_seen.as_ref()
     }
 
     /// Totals so far.

@@ -24,14 +24,22 @@ pub enum Action {
     },
     /// Change the decision threshold from the next part on.
     Set {
-        /// New threshold (NG when score ≥ threshold).
-        #[arg(long)]
+        /// New threshold (NG when score ≥ threshold; supervised scores can be negative).
+        #[arg(long, allow_negative_numbers = true)]
         threshold: f32,
     },
     /// Fire the reject output once (wiring check).
     TestReject,
     /// Clear a raised line-stop output.
     ClearLineStop,
+    /// The box's newest log lines.
+    Logs,
+    /// Save what the camera sees now (a thumbnail of the latest frame) as PNG.
+    Snapshot {
+        /// PNG to write.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
     /// Save thumbnails of the most recent NG parts as PNG.
     LastNg {
         /// Folder to write into.
@@ -51,6 +59,12 @@ fn line(i: &Inspection) -> String {
     };
     let score = if i.score.is_nan() { "      -".into() } else { format!("{:7.3}", i.score) };
     format!("part {:5}  {verdict:<11} score {score}  decided in {:6.1} ms", i.part, i.latency_us as f64 / 1e3)
+}
+
+fn save_thumbnail(t: &kensa_shared::wire::Thumbnail, path: &Path) -> Result<()> {
+    let img = image::GrayImage::from_raw(t.width as u32, t.height as u32, t.pixels.clone())
+        .context("thumbnail size does not match its pixels")?;
+    img.save(path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn expect_done(r: Reply) -> Result<()> {
@@ -113,16 +127,31 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
             expect_done(link.call(RequestBody::ClearLineStop)?)?;
             say!("line stop cleared");
         }
+        Action::Logs => {
+            let Reply::Logs(lines) = link.call(RequestBody::Logs)? else {
+                bail!("unexpected answer to logs")
+            };
+            for l in &lines {
+                say!("{l}");
+            }
+            if lines.is_empty() {
+                say!("(no log lines at the box's log level)");
+            }
+        }
+        Action::Snapshot { out } => {
+            let Reply::Snapshot(t) = link.call(RequestBody::Snapshot)? else { bail!("unexpected answer") };
+            let t = t.context("the box has not captured a frame yet")?;
+            save_thumbnail(&t, out)?;
+            say!("{}  -> {}", line(&t.inspection), out.display());
+        }
         Action::LastNg { out, max } => {
             std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
             let mut saved = 0;
             for n in 0..*max {
                 let Reply::LastNg(t) = link.call(RequestBody::LastNg(n))? else { bail!("unexpected answer") };
                 let Some(t) = t else { break };
-                let img = image::GrayImage::from_raw(t.width as u32, t.height as u32, t.pixels)
-                    .context("thumbnail size does not match its pixels")?;
                 let path = out.join(format!("part{:06}.png", t.inspection.part));
-                img.save(&path).with_context(|| format!("writing {}", path.display()))?;
+                save_thumbnail(&t, &path)?;
                 say!("{}  -> {}", line(&t.inspection), path.display());
                 saved += 1;
             }

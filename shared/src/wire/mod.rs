@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::verdict::Verdict;
 
 /// Version of the message layout in this module. Bump on any change to a serialised type.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest `data` in one [`RequestBody::FlashChunk`] (fits one frame with its header).
 pub const FLASH_CHUNK: usize = 4096;
@@ -70,6 +70,10 @@ pub enum RequestBody {
     },
     /// Verify the upload (size, hash, signature, load, self-test) and switch to it.
     FlashCommit,
+    /// The newest log lines (as many as fit one frame).
+    Logs,
+    /// A thumbnail of the latest frame the camera delivered, whatever its verdict.
+    Snapshot,
 }
 
 /// A message from the box to the host.
@@ -106,6 +110,10 @@ pub enum Reply {
     FlashOffset(u64),
     /// The box now inspects with the flashed model (its description).
     Flashed(String),
+    /// Answer to [`RequestBody::Logs`], oldest first.
+    Logs(Vec<String>),
+    /// Answer to [`RequestBody::Snapshot`]: `None` before the first frame.
+    Snapshot(Option<Thumbnail>),
 }
 
 /// A small greyscale picture of a rejected part, with its record.
@@ -319,6 +327,8 @@ mod tests {
                 (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..=FLASH_CHUNK))
                     .prop_map(|(offset, data)| RequestBody::FlashChunk { offset, data }),
                 Just(RequestBody::FlashCommit),
+                Just(RequestBody::Logs),
+                Just(RequestBody::Snapshot),
             ];
             (any::<u32>(), body).prop_map(|(id, body)| Request { id, body })
         }
@@ -377,6 +387,8 @@ mod tests {
                 proptest::option::of(thumbnail()).prop_map(Reply::LastNg),
                 any::<u64>().prop_map(Reply::FlashOffset),
                 ".{0,80}".prop_map(Reply::Flashed),
+                proptest::collection::vec(".{0,40}", 0..20).prop_map(Reply::Logs),
+                proptest::option::of(thumbnail()).prop_map(Reply::Snapshot),
             ];
             prop_oneof![
                 (any::<u32>(), prop_oneof![reply.prop_map(Ok), error.prop_map(Err)])

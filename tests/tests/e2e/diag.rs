@@ -62,6 +62,16 @@ fn a_technician_sees_and_steers_a_running_box() {
     let before = diag(&line, &["status"]);
     assert!(count(&before, "parts ") >= 5, "{before}");
 
+    // A threshold every score reaches: every scored part is NG and keeps a thumbnail.
+    diag(&line, &["set", "--threshold", "-1e9"]);
+    diag(&line, &["watch", "--count", "3"]);
+    let dir = kensa_e2e::tempdir();
+    let out = diag(&line, &["last-ng", "--max", "2", "-o", dir.path().to_str().unwrap()]);
+    let pngs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!pngs.is_empty(), "no thumbnail saved: {out}");
+    let thumb = image::open(&pngs[0]).unwrap();
+    assert!(thumb.width() <= 64 && thumb.height() <= 64);
+
     // A threshold no score reaches: every part passes from now on.
     diag(&line, &["set", "--threshold", "1e9"]);
     assert!(diag(&line, &["info"]).contains("threshold 1000000000"));
@@ -70,12 +80,12 @@ fn a_technician_sees_and_steers_a_running_box() {
     assert_eq!(count(&diag(&line, &["status"]), "NG "), ng_before, "no NG after raising the threshold");
 
     assert!(diag(&line, &["test-reject"]).contains("fired"));
-    let dir = kensa_e2e::tempdir();
-    let out = diag(&line, &["last-ng", "--max", "2", "-o", dir.path().to_str().unwrap()]);
-    let pngs = std::fs::read_dir(dir.path()).unwrap().count();
-    assert!(pngs >= 1, "no thumbnail saved: {out}");
-    let thumb = image::open(std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path()).unwrap();
-    assert!(thumb.width() <= 64 && thumb.height() <= 64);
+    let snap = dir.path().join("now.png");
+    assert!(diag(&line, &["snapshot", "-o", snap.to_str().unwrap()]).contains("part "));
+    assert_eq!(image::open(&snap).unwrap().width(), 64, "the synthetic conveyor's 256 px frame, shrunk");
+    // The threshold change was logged, and the log reaches the technician.
+    let logs = diag(&line, &["logs"]);
+    assert!(logs.contains("decision threshold changed"), "{logs}");
 }
 
 #[test]
