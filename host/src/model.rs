@@ -56,14 +56,16 @@ impl Head {
             Head::Padim(pd) => pd.score(p),
             Head::Supervised(c) => c.score(p),
             Head::Combined(c) => {
-                let (a, s) = (c.anomaly.patch_scores(p), c.classifier.score(p));
-                a.iter()
-                    .zip(&s)
-                    .map(|(&a, &s)| c.anomaly_scale.apply(a) + c.classifier_scale.apply(s))
-                    .collect()
+                mix(&c.anomaly.patch_scores(p), &c.classifier.score(p), c.anomaly_scale, c.classifier_scale)
             }
         }
     }
+}
+
+/// The combined patch scores: `anomaly` and `classifier` grids through their (weighted)
+/// standardising maps, added.
+pub fn mix(anomaly: &[f32], classifier: &[f32], a: Affine, c: Affine) -> Vec<f32> {
+    anomaly.iter().zip(classifier).map(|(&x, &y)| a.apply(x) + c.apply(y)).collect()
 }
 
 /// `value · scale + offset`: puts a head's scores in units of good parts' spread.

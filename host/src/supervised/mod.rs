@@ -24,10 +24,12 @@ use crate::dataset::{Dataset, Item, open_all};
 use crate::metrics;
 use crate::model::{
     Affine, BATCH, Combined, Head, Threshold, ThresholdRule, TrainedModel, TrainingSummary, extract_patches,
+    mix,
 };
 use crate::train::{TrainOptions, progress, train};
 use augment::Augment;
 use classifier::{Example, FitOptions};
+use rayon::prelude::*;
 
 /// Images decoded and augmented at a time.
 const GROUP: usize = 16;
@@ -166,10 +168,8 @@ pub fn train_supervised(ds: &Dataset, dataset_name: &str, opts: &SupervisedOptio
     };
     let val_patches: Vec<&Patches> = val_set.iter().map(|e| &e.patches).collect();
     let positive: Vec<bool> = val_set.iter().map(|e| e.ng).collect();
-    let image_scores = |m: &TrainedModel| -> Vec<f32> {
-        use rayon::prelude::*;
-        val_patches.par_iter().map(|p| m.score_patches(p).score).collect()
-    };
+    let image_scores =
+        |m: &TrainedModel| -> Vec<f32> { val_patches.par_iter().map(|p| m.score_patches(p).score).collect() };
     if opts.combined {
         let anomaly = train(ds, &[], dataset_name, base)?;
         let good_scores = |m: &TrainedModel| -> (f32, f32) {
@@ -180,38 +180,21 @@ pub fn train_supervised(ds: &Dataset, dataset_name: &str, opts: &SupervisedOptio
         let (am, asd) = good_scores(&anomaly);
         let (cm, csd) = good_scores(&model);
         let (a_std, c_std) = (Affine::standardising(am, asd), Affine::standardising(cm, csd));
-        let with_weight = |w: f32| Combined {
-            anomaly: Box::new(anomaly.head.clone()),
-            classifier: classifier.clone(),
-            anomaly_scale: a_std.times(w),
-            classifier_scale: c_std.times(1.0 - w),
-            anomaly_weight: w,
-        };
         // Patch grids of both heads once; each weight is then only maps and pooling.
-        let grids: Vec<(Vec<f32>, Vec<f32>)> = {
-            use rayon::prelude::*;
-            val_patches.par_iter().map(|p| (anomaly.head.patch_scores(p), classifier.score(p))).collect()
-        };
+        let grids: Vec<(Vec<f32>, Vec<f32>)> =
+            val_patches.par_iter().map(|p| (anomaly.head.patch_scores(p), classifier.score(p))).collect();
         let (gh, gw) = (val_patches[0].h, val_patches[0].w);
+        let (h, wd) = (pre.height as usize, pre.width as usize);
         let mut best = (f64::NEG_INFINITY, 0.5f32);
         for step in 0..=10 {
             let w = step as f32 / 10.0;
-            let c = with_weight(w);
-            let scores: Vec<f32> = {
-                use rayon::prelude::*;
-                grids
-                    .par_iter()
-                    .map(|(a, s)| {
-                        let z: Vec<f32> = a
-                            .iter()
-                            .zip(s)
-                            .map(|(&a, &s)| c.anomaly_scale.apply(a) + c.classifier_scale.apply(s))
-                            .collect();
-                        let (h, wd) = (pre.height as usize, pre.width as usize);
-                        map::image_score(&map::anomaly_map(&z, gh, gw, h, wd), base.score_top_share)
-                    })
-                    .collect()
-            };
+            let scores: Vec<f32> = grids
+                .par_iter()
+                .map(|(a, s)| {
+                    let z = mix(a, s, a_std.times(w), c_std.times(1.0 - w));
+                    map::image_score(&map::anomaly_map(&z, gh, gw, h, wd), base.score_top_share)
+                })
+                .collect();
             let auroc = metrics::auroc(&scores, &positive).unwrap_or(0.0);
             tracing::info!(weight = w, auroc, "combined rule on validation");
             let nearer = (w - 0.5).abs() < (best.1 - 0.5).abs();
@@ -219,7 +202,14 @@ pub fn train_supervised(ds: &Dataset, dataset_name: &str, opts: &SupervisedOptio
                 best = (auroc, w);
             }
         }
-        model.head = Head::Combined(with_weight(best.1));
+        let w = best.1;
+        model.head = Head::Combined(Combined {
+            anomaly: Box::new(anomaly.head),
+            classifier,
+            anomaly_scale: a_std.times(w),
+            classifier_scale: c_std.times(1.0 - w),
+            anomaly_weight: w,
+        });
         model.training.coreset_ratio = anomaly.training.coreset_ratio;
     }
     let scores = image_scores(&model);
