@@ -144,9 +144,13 @@ fn a_model_flashed_over_the_line_changes_decisions_and_survives_a_kill() {
         String::from_utf8_lossy(&run_ok(kensa().arg("flash").arg(&line.host_port).arg(&lenient)).stdout)
             .into_owned();
     assert!(out.contains("the box now runs patchcore 256x256"), "{out}");
-    // The new model takes over at the next part, and its threshold with it.
-    diag(&line, &["watch", "--count", "2"]);
-    assert!(diag(&line, &["info"]).contains("threshold 1000000000"));
+    // The new model takes over at the next part it scores, and its threshold with it
+    // (parts already scored, or lost to an overrun, are still judged by the old one).
+    let switched = (0..30).any(|_| {
+        diag(&line, &["watch", "--count", "1"]);
+        diag(&line, &["info"]).contains("threshold 1000000000")
+    });
+    assert!(switched, "the flashed model's threshold never took over");
     let ng = count(&diag(&line, &["status"]), "NG ");
     diag(&line, &["watch", "--count", "5"]);
     assert_eq!(count(&diag(&line, &["status"]), "NG "), ng, "the flashed model passes every part");
