@@ -208,7 +208,7 @@ pub fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
         match attempt {
             Ok(name) => break name,
             // A refusal by the box (damaged, unsigned) will not change on retry.
-            Err(e) if e.to_string().contains("refused") || reconnects >= 5 => return Err(e),
+            Err(e) if e.chain().any(|c| c.is::<crate::link::Refused>()) || reconnects >= 5 => return Err(e),
             Err(e) => {
                 reconnects += 1;
                 tracing::warn!("{e:#}; reconnecting ({reconnects}/5)");

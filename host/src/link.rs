@@ -19,6 +19,16 @@ const REPLY_TIMEOUT: Duration = Duration::from_millis(700);
 /// Tries per request.
 const TRIES: usize = 4;
 
+/// A healthy box said no (as opposed to a lost link): retrying will not help.
+#[derive(Debug, thiserror::Error)]
+#[error("the box on {port} refused: {error}")]
+pub struct Refused {
+    /// The serial device.
+    pub port: String,
+    /// The box's reason.
+    pub error: kensa_shared::wire::DeviceError,
+}
+
 /// An open session with a box.
 pub struct Link {
     port: Box<dyn serialport::SerialPort>,
@@ -72,8 +82,7 @@ impl Link {
                 for msg in self.read()? {
                     match msg {
                         BoxMessage::Reply { id: got, body } if got == id => {
-                            return body
-                                .map_err(|e| anyhow::anyhow!("the box on {} refused: {e}", self.name));
+                            return body.map_err(|error| Refused { port: self.name.clone(), error }.into());
                         }
                         BoxMessage::Reply { .. } => {} // a late answer to an earlier try
                         BoxMessage::Event(e) => self.events.push_back(e),
