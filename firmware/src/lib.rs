@@ -15,3 +15,4 @@ pub mod model;
 pub mod schedule;
 pub mod station;
 pub mod store;
+pub mod supervisor;

@@ -9,39 +9,86 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::OutputPin;
 use kensa_shared::verdict::Verdict;
 use kensa_shared::wire::frame::{FrameDecoder, MAX_PAYLOAD_LEN, encode};
 use kensa_shared::wire::{
-    BoxInfo, BoxMessage, Counters, DeviceError, Event, Inspection, PROTOCOL_VERSION, Reply, Request,
-    RequestBody, Thumbnail,
+    BoxInfo, BoxMessage, Counters, DeviceError, Event, FirmwareState, FlashTarget, Inspection,
+    PROTOCOL_VERSION, Reply, Request, RequestBody, Thumbnail,
 };
 
 use crate::clock::Clock;
 use crate::model::Model;
 use crate::station::{PartResult, Station};
 use crate::store::{Store, StoreError};
-use kensa_shared::package::VerifyingKey;
+use crate::supervisor::Supervised;
+use kensa_shared::package::{Signature, VerifyingKey};
 
 /// Messages waiting for the port; beyond this, events are dropped.
 const OUT_QUEUE: usize = 256;
 
+/// The model in use, as the link reports it and keys saved settings by.
+#[derive(Debug, Clone, Default)]
+pub struct ActiveModel {
+    /// Kind and input size, e.g. `patchcore 256x256`.
+    pub name: String,
+    /// `onnx_sha256` of its manifest.
+    pub sha256: String,
+    /// Whether the threshold in force is one saved over the link for this model.
+    pub threshold_saved: bool,
+}
+
+impl ActiveModel {
+    /// The model `m`, with or without a saved threshold in force.
+    pub fn of(m: &Model, threshold_saved: bool) -> Self {
+        Self { name: m.describe(), sha256: m.manifest().onnx_sha256.clone(), threshold_saved }
+    }
+}
+
 /// What the box says about itself in [`Reply::Info`].
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// Model in use (kind and input size); replaced when a flashed model takes over.
-    pub model: Arc<std::sync::Mutex<String>>,
+    /// Model in use; replaced when a flashed model takes over.
+    pub model: Arc<Mutex<ActiveModel>>,
     /// Frame source description.
     pub source: String,
     /// Daemon start.
     pub started: Instant,
     /// Recent log lines.
     pub logbook: crate::logbook::Logbook,
+    /// SHA-256 of the running executable.
+    pub firmware_sha256: String,
+    /// Set when a supervisor started this daemon, with the firmware store it uses.
+    pub supervised: Option<(Supervised, PathBuf)>,
+}
+
+impl Identity {
+    fn firmware_state(&self) -> FirmwareState {
+        match &self.supervised {
+            None => FirmwareState::Unsupervised,
+            Some((s, dir)) => match Store::open_for(dir, crate::store::Holds::Firmware) {
+                Ok(store) => s.state(&store),
+                Err(_) => FirmwareState::Trial,
+            },
+        }
+    }
+}
+
+/// What the daemon does once the link has stopped the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Next {
+    /// Nothing asked: exit as usual.
+    #[default]
+    Exit,
+    /// Rebuild the pipeline in this process ([`RequestBody::Restart`]).
+    RestartPipeline,
+    /// Exit so that the supervisor starts the flashed firmware on trial.
+    StartFlashedFirmware,
 }
 
 /// The station thread's end of the link.
@@ -60,31 +107,117 @@ pub struct PortEnd {
     out: Receiver<BoxMessage>,
     watching: Arc<AtomicBool>,
     flash: Option<Flasher>,
+    next: Arc<Mutex<Next>>,
 }
 
-/// Model flashing, run on the port thread so that file I/O, verification and loading
-/// never hold up the station.
+impl PortEnd {
+    /// What the link asked of the daemon when it stopped the line.
+    pub fn next(&self) -> Arc<Mutex<Next>> {
+        Arc::clone(&self.next)
+    }
+}
+
+/// Firmware flashing, for a daemon a supervisor can restart into the upload.
+#[derive(Debug)]
+pub struct FirmwareFlasher {
+    /// Where firmware uploads land.
+    pub store: Store,
+    /// The first bytes of the running executable (its machine).
+    pub running_header: Vec<u8>,
+}
+
+/// Model (and firmware) flashing and saved settings, run on the port thread so that file
+/// I/O, verification and loading never hold up the station.
 #[derive(Debug)]
 pub struct Flasher {
-    /// Where uploads land.
+    /// Where model uploads land and settings are saved.
     pub store: Store,
-    /// Keys a flashed package must be signed by (empty: any intact package).
+    /// Keys a flashed package or firmware must be signed by (empty: any intact upload).
     pub trusted: Vec<VerifyingKey>,
     /// The inspector's intake of new models.
     pub swap: mpsc::Sender<Model>,
-    /// Shown by `Info`.
-    pub model_name: Arc<std::sync::Mutex<String>>,
+    /// Shown by `Info`, keys saved settings.
+    pub model: Arc<Mutex<ActiveModel>>,
+    /// Present when firmware can be flashed (started by a supervisor).
+    pub firmware: Option<FirmwareFlasher>,
+    /// The upload in progress: a firmware one with its signature, or a model one.
+    uploading: Option<FlashTarget>,
 }
 
 impl Flasher {
+    /// Flash into `store`; firmware too when `firmware` is given.
+    pub fn new(
+        store: Store,
+        trusted: Vec<VerifyingKey>,
+        swap: mpsc::Sender<Model>,
+        model: Arc<Mutex<ActiveModel>>,
+        firmware: Option<FirmwareFlasher>,
+    ) -> Self {
+        Self { store, trusted, swap, model, firmware, uploading: None }
+    }
+
+    /// The store the upload in progress goes to.
+    fn target_store(&mut self) -> Result<&mut Store, DeviceError> {
+        match &self.uploading {
+            Some(FlashTarget::Firmware { .. }) => self
+                .firmware
+                .as_mut()
+                .map(|f| &mut f.store)
+                .ok_or_else(|| DeviceError::Failed("firmware flashing is not available".into())),
+            Some(FlashTarget::Model) => Ok(&mut self.store),
+            None => Err(DeviceError::Failed(StoreError::NoUpload.to_string())),
+        }
+    }
+
+    /// Keep a threshold set over the link for the model in use.
+    fn save_threshold(&mut self, t: f32) -> Result<(), DeviceError> {
+        let sha = self.model.lock().map(|m| m.sha256.clone()).unwrap_or_default();
+        self.store
+            .save_threshold(&sha, t)
+            .map_err(|e| DeviceError::Failed(format!("saving the threshold: {e}")))?;
+        if let Ok(mut m) = self.model.lock() {
+            m.threshold_saved = true;
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, body: &RequestBody) -> Result<Reply, DeviceError> {
         let failed = |e: StoreError| DeviceError::Failed(e.to_string());
         match body {
-            RequestBody::FlashBegin { size, sha256 } => {
-                self.store.begin(*size, sha256).map(Reply::FlashOffset).map_err(failed)
+            RequestBody::FlashBegin { target, size, sha256 } => {
+                if matches!(target, FlashTarget::Firmware { .. }) && self.firmware.is_none() {
+                    return Err(DeviceError::Failed(
+                        "firmware can be flashed only to a box started with `kensa-fw --supervise`".into(),
+                    ));
+                }
+                self.uploading = Some(target.clone());
+                self.target_store()?.begin(*size, sha256).map(Reply::FlashOffset).map_err(failed)
             }
             RequestBody::FlashChunk { offset, data } => {
-                self.store.write(*offset, data).map(Reply::FlashOffset).map_err(failed)
+                self.target_store()?.write(*offset, data).map(Reply::FlashOffset).map_err(failed)
+            }
+            RequestBody::FlashCommit if matches!(self.uploading, Some(FlashTarget::Firmware { .. })) => {
+                let Some(FlashTarget::Firmware { signature }) = self.uploading.clone() else {
+                    unreachable!()
+                };
+                let fw = self.firmware.as_mut().expect("checked at begin");
+                let trusted = &self.trusted;
+                let header = &fw.running_header;
+                let path = fw
+                    .store
+                    .commit_trial(|bytes| {
+                        let sig = signature
+                            .as_deref()
+                            .map(Signature::from_slice)
+                            .transpose()
+                            .map_err(|_| "firmware signature is malformed".to_string())?;
+                        Signature::verify_detached(sig.as_ref(), bytes, trusted).map_err(firmware_trust)?;
+                        crate::supervisor::check_binary(bytes, header)
+                    })
+                    .map_err(failed)?;
+                tracing::warn!("firmware flashed to {}: restarting into it on trial", path.display());
+                self.uploading = None;
+                Ok(Reply::Restarting)
             }
             RequestBody::FlashCommit => {
                 let mut loaded = None;
@@ -101,8 +234,8 @@ impl Flasher {
                 let m = loaded.expect("verified before commit");
                 let name = m.describe();
                 tracing::info!("flashed {} to {}", name, path.display());
-                if let Ok(mut n) = self.model_name.lock() {
-                    *n = name.clone();
+                if let Ok(mut active) = self.model.lock() {
+                    *active = ActiveModel::of(&m, false);
                 }
                 self.swap
                     .send(m)
@@ -121,7 +254,7 @@ pub fn channel(identity: Identity, flash: Option<Flasher>) -> (Control, PortEnd)
     let watching = Arc::new(AtomicBool::new(false));
     (
         Control { requests: req_rx, out: out_tx, watching: Arc::clone(&watching), identity },
-        PortEnd { requests: req_tx, out: out_rx, watching, flash },
+        PortEnd { requests: req_tx, out: out_rx, watching, flash, next: Arc::default() },
     )
 }
 
@@ -179,15 +312,21 @@ pub fn answer<P: OutputPin, C: Clock>(
     overruns: u64,
 ) -> Result<Reply, DeviceError> {
     match body {
-        RequestBody::Info => Ok(Reply::Info(BoxInfo {
-            firmware_version: env!("CARGO_PKG_VERSION").into(),
-            protocol: PROTOCOL_VERSION,
-            uptime_s: identity.started.elapsed().as_secs(),
-            model: Some(identity.model.lock().map(|m| m.clone()).unwrap_or_default()),
-            threshold: station.threshold(),
-            source: identity.source.clone(),
-            line_stopped: station.line_stopped(),
-        })),
+        RequestBody::Info => {
+            let model = identity.model.lock().map(|m| m.clone()).unwrap_or_default();
+            Ok(Reply::Info(BoxInfo {
+                firmware_version: env!("CARGO_PKG_VERSION").into(),
+                protocol: PROTOCOL_VERSION,
+                uptime_s: identity.started.elapsed().as_secs(),
+                model: Some(model.name),
+                threshold: station.threshold(),
+                source: identity.source.clone(),
+                line_stopped: station.line_stopped(),
+                threshold_saved: model.threshold_saved,
+                firmware_sha256: identity.firmware_sha256.clone(),
+                firmware_state: identity.firmware_state(),
+            }))
+        }
         RequestBody::Status => {
             let c = station.counters();
             Ok(Reply::Status(Counters {
@@ -231,7 +370,8 @@ pub fn answer<P: OutputPin, C: Clock>(
         | RequestBody::Watch(_)
         | RequestBody::FlashBegin { .. }
         | RequestBody::FlashChunk { .. }
-        | RequestBody::FlashCommit => Err(DeviceError::Failed("session request reached the station".into())),
+        | RequestBody::FlashCommit
+        | RequestBody::Restart => Err(DeviceError::Failed("session request reached the station".into())),
     }
 }
 
@@ -298,17 +438,38 @@ pub fn session<T: Read + Write>(port: &mut T, end: &mut PortEnd, stop: &AtomicBo
                         | RequestBody::FlashChunk { .. }
                         | RequestBody::FlashCommit => Some(match &mut end.flash {
                             Some(f) => f.handle(&req.body),
-                            None => Err(DeviceError::Failed(
-                                "this box has no model store configured (model.store)".into(),
-                            )),
+                            None => Err(no_store()),
                         }),
+                        RequestBody::Restart => Some(Ok(Reply::Restarting)),
+                        // Saved here, on the port thread, then applied by the station.
+                        RequestBody::SetThreshold(t) if t.is_finite() && end.flash.is_some() => {
+                            match end.flash.as_mut().map(|f| f.save_threshold(t)) {
+                                Some(Err(e)) => Some(Err(e)),
+                                _ => {
+                                    let _ = end.requests.send(req.clone());
+                                    None
+                                }
+                            }
+                        }
                         _ => {
                             let _ = end.requests.send(req.clone());
                             None
                         }
                     };
                     if let Some(body) = reply {
+                        let restarting = body == Ok(Reply::Restarting);
                         write_frame(port, &BoxMessage::Reply { id: req.id, body })?;
+                        if restarting {
+                            let next = match req.body {
+                                RequestBody::Restart => Next::RestartPipeline,
+                                _ => Next::StartFlashedFirmware,
+                            };
+                            tracing::warn!("stopping the line: {next:?}");
+                            if let Ok(mut n) = end.next.lock() {
+                                *n = next;
+                            }
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -321,6 +482,20 @@ pub fn session<T: Read + Write>(port: &mut T, end: &mut PortEnd, stop: &AtomicBo
         }
     }
     Ok(())
+}
+
+/// A refused firmware signature, in the technician's words.
+fn firmware_trust(e: kensa_shared::package::PackageError) -> String {
+    use kensa_shared::package::PackageError;
+    match e {
+        PackageError::Unsigned => "firmware is not signed, and this box accepts only signed firmware".into(),
+        PackageError::UntrustedSigner(k) => format!("firmware is signed by {k}, which is not a trusted key"),
+        _ => "firmware signature does not verify (altered after signing, or a bad signature)".into(),
+    }
+}
+
+fn no_store() -> DeviceError {
+    DeviceError::Failed("this box has no store configured (model.store or --store)".into())
 }
 
 fn write_frame<T: Write>(port: &mut T, msg: &BoxMessage) -> std::io::Result<()> {
@@ -352,10 +527,15 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            model: Arc::new(std::sync::Mutex::new("patchcore 256x256".into())),
+            model: Arc::new(Mutex::new(ActiveModel {
+                name: "patchcore 256x256".into(),
+                ..Default::default()
+            })),
             source: "synthetic".into(),
             started: Instant::now(),
             logbook: crate::logbook::Logbook::default(),
+            firmware_sha256: "00".repeat(32),
+            supervised: None,
         }
     }
 

@@ -13,11 +13,12 @@ use kensa_fw::camera::{DirSource, FrameSource, Roi, SyntheticConveyor, Triggered
 use kensa_fw::clock::{Clock, MonotonicClock};
 use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output, Trigger};
 use kensa_fw::line::{self, Retry, RunLimits, Summary};
-use kensa_fw::link;
+use kensa_fw::link::{self, Next};
 use kensa_fw::model::{Model, Swappable};
 use kensa_fw::schedule::RejectScheduler;
 use kensa_fw::station::{Action, PartResult, Station};
-use kensa_fw::store::Store;
+use kensa_fw::store::{Holds, Store};
+use kensa_fw::supervisor::{self, Supervised};
 use kensa_shared::synth::{Surface, SynthSpec};
 use kensa_shared::verdict::Verdict;
 use std::time::Duration;
@@ -54,6 +55,10 @@ struct Args {
     /// Print the final summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Accept only model packages and firmware signed by this public key (a `kensa keygen`
+    /// `.pub` file; repeatable, adds to the configuration's `model.trusted_keys`).
+    #[arg(long)]
+    trust: Vec<PathBuf>,
     /// Model store for flashing (overrides the configuration's `model.store`).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -66,6 +71,14 @@ struct Args {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Run the daemon as a child process with these same arguments and look after it:
+    /// restart it when it exits, start flashed firmware on trial, roll back a firmware
+    /// that does not report healthy. Needs a store (`--store` or `model.store`).
+    #[arg(long)]
+    supervise: bool,
+    /// With `--supervise`: seconds a flashed firmware has to score its first part.
+    #[arg(long, default_value_t = 60.0)]
+    health_timeout: f64,
 }
 
 fn main() -> ExitCode {
@@ -79,8 +92,9 @@ fn main() -> ExitCode {
         )
         .with_writer(logbook.clone())
         .init();
-    match run(args, logbook) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = if args.supervise { supervise(&args) } else { daemon(&args, &logbook) };
+    match outcome {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -88,13 +102,112 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args, logbook: kensa_fw::logbook::Logbook) -> Result<()> {
-    let cfg = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => sim_config(&args),
-    };
-    let trusted = cfg.model.trusted();
-    let store = match args.store.as_ref().or(cfg.model.store.as_ref()) {
+/// The store folder named on the command line or in the configuration.
+fn store_dir(args: &Args, cfg: &Config) -> Option<PathBuf> {
+    args.store.clone().or_else(|| cfg.model.store.clone())
+}
+
+fn load_config(args: &Args) -> Result<Config> {
+    match &args.config {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(sim_config(args)),
+    }
+}
+
+/// `--supervise`: look after daemons started from this executable or flashed firmware.
+fn supervise(args: &Args) -> Result<ExitCode> {
+    let cfg = load_config(args)?;
+    let dir = store_dir(args, &cfg)
+        .context("--supervise needs a store (--store or model.store) for flashed firmware")?;
+    let fw_dir = supervisor::firmware_dir(&dir);
+    let store = Store::open_for(&fw_dir, Holds::Firmware)
+        .with_context(|| format!("firmware store {}", fw_dir.display()))?;
+    let installed = std::env::current_exe().context("locating the installed kensa-fw")?;
+    let child_args = std::env::args_os().skip(1).filter(|a| a != "--supervise").collect();
+    let launcher = supervisor::Processes { args: child_args, health: fw_dir.join("health") };
+    let timeout_us = (args.health_timeout.max(1.0) * 1e6) as u64;
+    let mut sup =
+        supervisor::Supervisor::new(store, installed, launcher, MonotonicClock::default(), timeout_us);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+    sup.run(&stop, |event| {
+        use supervisor::Event;
+        let line = match event {
+            Event::Started(f) => {
+                format!("started firmware {}{}", f.slot, if f.trial { " on trial" } else { "" })
+            }
+            Event::Promoted(slot) => {
+                format!("firmware {slot} reported healthy: it is now the active firmware")
+            }
+            Event::RolledBack { slot, why } => {
+                format!("firmware {slot} {why}: rolled back to the previous firmware")
+            }
+            Event::Exited { slot, code } => format!("firmware {slot} exited ({code:?})"),
+            Event::StartFailed { slot, why } => format!("cannot start firmware {slot}: {why}"),
+        };
+        tracing::warn!("supervisor: {line}");
+        println!("kensa-fw supervisor: {line}");
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon: run the line, rebuilding it when the link asks, until stopped.
+fn daemon(args: &Args, logbook: &kensa_fw::logbook::Logbook) -> Result<ExitCode> {
+    let supervised = Supervised::from_env();
+    if supervised.is_some() {
+        // The supervisor holds our stdin: its end means the supervisor is gone.
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+        });
+    }
+    let terminate = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&terminate)).context("installing signal handlers")?;
+    }
+    // What the supervisor started (the running executable when unsupervised, or when it
+    // started a launcher that exec'd it), and this machine's executable header.
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let image = supervised.as_ref().and_then(|s| s.image.clone()).unwrap_or_else(|| exe.clone());
+    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let header = read(&exe)?.into_iter().take(64).collect();
+    let firmware = (kensa_shared::sha256_hex(&read(&image)?), header);
+    loop {
+        let (summary, next) = run(args, logbook.clone(), supervised.as_ref(), &firmware)?;
+        match next {
+            Next::Exit => {
+                report(&summary, args.json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Next::StartFlashedFirmware => return Ok(ExitCode::from(supervisor::RESTART_EXIT)),
+            Next::RestartPipeline if terminate.load(std::sync::atomic::Ordering::Relaxed) => {
+                return Ok(ExitCode::SUCCESS);
+            }
+            Next::RestartPipeline => tracing::warn!("restarting the pipeline"),
+        }
+    }
+}
+
+/// One run of the pipeline, from the configuration to a stop.
+fn run(
+    args: &Args,
+    logbook: kensa_fw::logbook::Logbook,
+    supervised: Option<&Supervised>,
+    (firmware_sha256, running_header): &(String, Vec<u8>),
+) -> Result<(Summary, Next)> {
+    let cfg = load_config(args)?;
+    let mut trusted = cfg.model.trusted();
+    for path in &args.trust {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+        let key = kensa_shared::package::parse_public_key(&text)
+            .map_err(|e| anyhow::anyhow!("key {} is not a kensa public key: {e}", path.display()))?;
+        trusted.push(key);
+    }
+    let dir = store_dir(args, &cfg);
+    let store = match &dir {
         Some(dir) => Some(Store::open(dir).with_context(|| format!("model store {}", dir.display()))?),
         None => None,
     };
@@ -105,6 +218,7 @@ fn run(args: Args, logbook: kensa_fw::logbook::Logbook) -> Result<()> {
         (None, None, true) => Model::from_bytes(DEMO_MODEL, "built-in demo model", &trusted)?,
         (None, None, false) => Model::load(&cfg.model.path, &trusted)?,
     };
+    let saved_threshold = store.as_ref().and_then(|s| s.saved_threshold(&model.manifest().onnx_sha256));
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
         Camera::Synthetic { rate_hz, defect_rate, size, seed } => Box::new(SyntheticConveyor::new(
             SynthSpec::square(Surface::BrushedMetal, *size),
@@ -130,8 +244,10 @@ fn run(args: Args, logbook: kensa_fw::logbook::Logbook) -> Result<()> {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = Vec::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+        signals
+            .push(signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?);
     }
     let limits = RunLimits { parts: args.parts.or(args.sim.then_some(40)) };
     let m = model.manifest();
@@ -150,45 +266,71 @@ fn run(args: Args, logbook: kensa_fw::logbook::Logbook) -> Result<()> {
         (None, None) => None,
     };
     let (swap_tx, swap_rx) = std::sync::mpsc::channel();
-    let model_name = Arc::new(std::sync::Mutex::new(model.describe()));
-    let control = serial.map(|(port, baud)| {
-        let identity = link::Identity {
-            model: Arc::clone(&model_name),
-            source: source.describe(),
-            started: std::time::Instant::now(),
-            logbook,
-        };
-        let flash = store.map(|store| link::Flasher { store, trusted, swap: swap_tx, model_name });
-        let (control, end) = link::channel(identity, flash);
-        let link_stop = Arc::clone(&stop);
-        std::thread::spawn(move || link::run_port(port, baud, end, link_stop));
-        control
-    });
+    let active = Arc::new(std::sync::Mutex::new(link::ActiveModel::of(&model, saved_threshold.is_some())));
+    let fw_dir = dir.as_deref().map(supervisor::firmware_dir);
+    let mut port_thread = None;
+    let mut next = Arc::new(std::sync::Mutex::new(Next::Exit));
+    let control = match serial {
+        None => None,
+        Some((port, baud)) => {
+            let identity = link::Identity {
+                model: Arc::clone(&active),
+                source: source.describe(),
+                started: std::time::Instant::now(),
+                logbook,
+                firmware_sha256: firmware_sha256.clone(),
+                supervised: supervised.cloned().zip(fw_dir.clone()),
+            };
+            let firmware = match (supervised, &fw_dir) {
+                (Some(_), Some(d)) => Some(link::FirmwareFlasher {
+                    store: Store::open_for(d, Holds::Firmware)
+                        .with_context(|| format!("firmware store {}", d.display()))?,
+                    running_header: running_header.clone(),
+                }),
+                _ => None,
+            };
+            let flash = store.map(|store| link::Flasher::new(store, trusted, swap_tx, active, firmware));
+            let (control, end) = link::channel(identity, flash);
+            let link_stop = Arc::clone(&stop);
+            next.clone_from(&end.next());
+            port_thread = Some(std::thread::spawn(move || link::run_port(port, baud, end, link_stop)));
+            Some(control)
+        }
+    };
     let model = Swappable::new(model, swap_rx);
     let control = control.as_ref();
     let clock = MonotonicClock::default();
+    let line = Line { belt: &cfg.belt, fail_safe: &cfg.fail_safe, limits, saved_threshold, supervised };
     let summary = match &cfg.reject {
         Output::Simulated => {
-            let pin = SimPin::new(clock);
-            run_line(source, model, pin, &cfg.belt, &cfg.fail_safe, false, clock, limits, stop, control)?
+            run_line(source, model, SimPin::new(clock), false, clock, &line, Arc::clone(&stop), control)
         }
-        Output::Gpio { chip, line, active_low } => {
-            let pin = gpio_output(chip, *line, "kensa-reject")?;
-            run_line(
-                source,
-                model,
-                pin,
-                &cfg.belt,
-                &cfg.fail_safe,
-                *active_low,
-                clock,
-                limits,
-                stop,
-                control,
-            )?
+        Output::Gpio { chip, line: l, active_low } => {
+            let pin = gpio_output(chip, *l, "kensa-reject")?;
+            run_line(source, model, pin, *active_low, clock, &line, Arc::clone(&stop), control)
         }
     };
-    report(&summary, args.json)
+    // The link stops with the line (it may be what stopped it).
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = port_thread {
+        let _ = t.join();
+    }
+    for id in signals {
+        signal_hook::low_level::unregister(id);
+    }
+    let next = *next.lock().map_err(|_| anyhow::anyhow!("link state poisoned"))?;
+    Ok((summary?, next))
+}
+
+/// How the line runs, beyond its devices.
+struct Line<'a> {
+    belt: &'a Belt,
+    fail_safe: &'a FailSafe,
+    limits: RunLimits,
+    /// A threshold saved over the link for this model.
+    saved_threshold: Option<f32>,
+    /// Report healthy to the supervisor after the first scored part.
+    supervised: Option<&'a Supervised>,
 }
 
 /// The built-in simulated line.
@@ -264,24 +406,32 @@ fn run_line<P: OutputPin>(
     source: Box<dyn FrameSource + Send>,
     model: Swappable,
     pin: P,
-    belt: &Belt,
-    fail_safe: &FailSafe,
     active_low: bool,
     clock: MonotonicClock,
-    limits: RunLimits,
+    line: &Line,
     stop: Arc<AtomicBool>,
     control: Option<&link::Control>,
 ) -> Result<Summary> {
     let pusher = Pusher::new(pin, active_low).map_err(|e| anyhow::anyhow!("reject output: {e:?}"))?;
     let threshold = kensa_fw::station::Inspector::threshold(&model);
+    let (belt, fail_safe) = (line.belt, line.fail_safe);
     let mut station =
         Station::new(threshold, pusher, RejectScheduler::new(belt.timing()), clock, fail_safe.uninspected);
     if let Some(out) = &fail_safe.line_stop {
         station = station.with_line_stop(line_stop_output(out, clock)?);
     }
+    if let Some(t) = line.saved_threshold {
+        tracing::warn!("using the threshold {t} saved over the link for this model");
+        station.set_threshold(t);
+    }
     let retry = Retry { first_ms: fail_safe.camera_retry_ms, max_ms: fail_safe.camera_retry_max_ms };
     let delay_ms = belt.delay_ms;
-    Ok(line::run(source, model, &mut station, clock, limits, retry, stop, control, |r| {
+    let mut healthy = line.supervised.is_none();
+    Ok(line::run(source, model, &mut station, clock, line.limits, retry, stop, control, |r| {
+        if !healthy && r.score.is_some() {
+            healthy = true;
+            line.supervised.inspect(|s| s.report_healthy());
+        }
         print_part(r, delay_ms, &clock)
     }))
 }

@@ -1,20 +1,24 @@
-//! The model store: where flashed packages land and how one becomes active without ever
-//! leaving the box without a working model.
+//! The stores: where flashed model packages and firmware land, and how one becomes
+//! active without ever leaving the box unable to inspect.
 //!
 //! ```text
 //! <dir>/staging.part   bytes received so far (appended and fsynced chunk by chunk)
 //! <dir>/staging.meta   "<size> <sha256>" of the upload in progress
-//! <dir>/slot-a.kpkg    two slots: the active package and the previous one
-//! <dir>/slot-b.kpkg
+//! <dir>/slot-a.<ext>   two slots: the active upload and the previous one
+//! <dir>/slot-b.<ext>   (.kpkg for models, .bin for firmware)
 //! <dir>/active         "a" or "b"
+//! <dir>/trial          firmware only: the slot to start once, on trial
+//! <dir>/settings.json  models only: settings saved over the link, per model
 //! ```
 //!
-//! An upload resumes from the bytes already staged when the same package (size and
+//! An upload resumes from the bytes already staged when the same upload (size and
 //! sha256) is offered again. Commit checks size and hash, lets the caller verify the
-//! package (parse, signature, load and self-test), writes it to the inactive slot
-//! (temp file, fsync, rename, fsync the folder) and only then flips `active` the same way.
-//! Killed at any point, the box restarts with `active` naming a complete, verified
-//! package: the old one or the new one.
+//! bytes (a model: parse, signature, load and self-test), writes them to the inactive
+//! slot (temp file, fsync, rename, fsync the folder) and only then flips `active` the
+//! same way. Killed at any point, the box restarts with `active` naming a complete,
+//! verified upload: the old one or the new one. Firmware is not made active by commit:
+//! it is marked for one trial start, and the supervisor makes it active once it has
+//! proved healthy.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -51,7 +55,7 @@ pub enum StoreError {
     #[error("upload is incomplete or damaged: {0}")]
     Mismatch(String),
     /// The caller's verification refused the package.
-    #[error("package refused: {0}")]
+    #[error("upload refused: {0}")]
     Refused(String),
 }
 
@@ -62,10 +66,38 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// Largest package accepted (a bound on a staging file a broken host could grow).
 pub const MAX_PACKAGE: u64 = 256 << 20;
 
+/// What a store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// Model packages.
+    Models,
+    /// `kensa-fw` executables.
+    Firmware,
+}
+
+impl Holds {
+    fn ext(self) -> &'static str {
+        match self {
+            Holds::Models => "kpkg",
+            Holds::Firmware => "bin",
+        }
+    }
+}
+
+/// A threshold set over the link, kept for the model it was set for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Settings {
+    /// `onnx_sha256` of the model's manifest.
+    model: String,
+    /// The decision threshold.
+    threshold: f32,
+}
+
 /// A store folder.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    holds: Holds,
     /// Announced size and hash of the upload in progress.
     upload: Option<(u64, String)>,
     /// Test hook: stop (as if killed) after this many durable steps of a commit.
@@ -74,11 +106,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating) `dir`.
+    /// Open (creating) the model store `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_for(dir, Holds::Models)
+    }
+
+    /// Open (creating) `dir` holding `holds`.
+    pub fn open_for(dir: &Path, holds: Holds) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut s = Self {
             dir: dir.to_path_buf(),
+            holds,
             upload: None,
             #[cfg(test)]
             crash_after: None,
@@ -94,11 +132,57 @@ impl Store {
         self.dir.join(name)
     }
 
-    /// The active package, if a package was ever committed.
+    fn slot_path(&self, slot: &str) -> PathBuf {
+        self.path(&format!("slot-{slot}.{}", self.holds.ext()))
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The active slot ("a" or "b") and its file, if an upload was ever made active.
+    pub fn active_slot(&self) -> Option<(String, PathBuf)> {
+        let slot = fs::read_to_string(self.path("active")).ok()?.trim().to_string();
+        let p = self.slot_path(&slot);
+        p.is_file().then_some((slot, p))
+    }
+
+    /// The active upload, if one was ever made active.
     pub fn active(&self) -> Option<PathBuf> {
-        let slot = fs::read_to_string(self.path("active")).ok()?;
-        let p = self.path(&format!("slot-{}.kpkg", slot.trim()));
-        p.is_file().then_some(p)
+        self.active_slot().map(|(_, p)| p)
+    }
+
+    /// Firmware: the slot marked for a trial start, cleared (durably) as it is taken, so
+    /// that a trial interrupted by a power cut is not tried again.
+    pub fn take_trial(&self) -> Result<Option<(String, PathBuf)>, StoreError> {
+        let marker = self.path("trial");
+        let Ok(slot) = fs::read_to_string(&marker) else { return Ok(None) };
+        fs::remove_file(&marker).map_err(io(&marker))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        let slot = slot.trim().to_string();
+        let p = self.slot_path(&slot);
+        Ok(p.is_file().then_some((slot, p)))
+    }
+
+    /// Firmware: make `slot` active (it passed its trial).
+    pub fn promote(&self, slot: &str) -> Result<(), StoreError> {
+        write_durably(&self.dir, "active", format!("{slot}\n").as_bytes(), false)
+    }
+
+    /// The threshold saved for the model whose graph has `model_sha256`.
+    pub fn saved_threshold(&self, model_sha256: &str) -> Option<f32> {
+        let text = fs::read_to_string(self.path("settings.json")).ok()?;
+        let s: Settings = serde_json::from_str(&text).ok()?;
+        (s.model == model_sha256 && s.threshold.is_finite()).then_some(s.threshold)
+    }
+
+    /// Keep `threshold` for the model whose graph has `model_sha256` (a model flashed
+    /// later brings its own threshold, and this one no longer applies).
+    pub fn save_threshold(&self, model_sha256: &str, threshold: f32) -> Result<(), StoreError> {
+        let s = Settings { model: model_sha256.to_string(), threshold };
+        let text = serde_json::to_string(&s).expect("settings serialise");
+        write_durably(&self.dir, "settings.json", text.as_bytes(), false)
     }
 
     /// Start (or resume) uploading a package of `size` bytes with `sha256` (hex);
@@ -115,7 +199,7 @@ impl Store {
             }
         }
         File::create(&part).map_err(io(&part))?;
-        write_durably(&self.dir, "staging.meta", format!("{size} {sha256}\n").as_bytes())?;
+        write_durably(&self.dir, "staging.meta", format!("{size} {sha256}\n").as_bytes(), false)?;
         self.upload = Some((size, sha256.to_string()));
         Ok(0)
     }
@@ -142,11 +226,28 @@ impl Store {
         Ok(have + data.len() as u64)
     }
 
-    /// Check the staged package, let `verify` judge its bytes, and make it active.
+    /// Check the staged upload, let `verify` judge its bytes, and make it active.
     /// Returns the new active path.
     pub fn commit(
         &mut self,
         verify: impl FnOnce(&[u8]) -> Result<(), String>,
+    ) -> Result<PathBuf, StoreError> {
+        self.commit_as(verify, "active")
+    }
+
+    /// Firmware: check the staged binary, let `verify` judge it, and mark it for one
+    /// trial start (see [`Store::take_trial`]); `active` is left as it is.
+    pub fn commit_trial(
+        &mut self,
+        verify: impl FnOnce(&[u8]) -> Result<(), String>,
+    ) -> Result<PathBuf, StoreError> {
+        self.commit_as(verify, "trial")
+    }
+
+    fn commit_as(
+        &mut self,
+        verify: impl FnOnce(&[u8]) -> Result<(), String>,
+        marker: &str,
     ) -> Result<PathBuf, StoreError> {
         let (size, sha) = self.upload.clone().ok_or(StoreError::NoUpload)?;
         let part = self.path("staging.part");
@@ -163,42 +264,55 @@ impl Store {
             Some("a") => "b",
             _ => "a",
         };
-        self.step()?;
-        write_durably(&self.dir, &format!("slot-{next}.kpkg"), &bytes)?;
-        self.step()?;
-        write_durably(&self.dir, "active", format!("{next}\n").as_bytes())?;
-        self.step()?;
+        self.step("verified")?;
+        let slot = format!("slot-{next}.{}", self.holds.ext());
+        write_durably(&self.dir, &slot, &bytes, self.holds == Holds::Firmware)?;
+        self.step("slot-written")?;
+        write_durably(&self.dir, marker, format!("{next}\n").as_bytes(), false)?;
+        self.step("switched")?;
         for name in ["staging.meta", "staging.part"] {
             let _ = fs::remove_file(self.path(name));
         }
         self.upload = None;
-        Ok(self.path(&format!("slot-{next}.kpkg")))
+        self.step("cleaned-up")?;
+        Ok(self.path(&slot))
     }
 
-    #[cfg(test)]
-    fn step(&mut self) -> Result<(), StoreError> {
-        match &mut self.crash_after {
-            Some(0) => Err(StoreError::Refused("killed".into())),
-            Some(n) => {
-                *n -= 1;
-                Ok(())
+    /// A durable step of a commit done. Tests stop here as if killed; a build with the
+    /// `fault-injection` feature holds here for a SIGKILL when `KENSA_FW_HOLD_AT` names
+    /// the step, so that end-to-end tests can kill the real daemon at every step.
+    #[allow(clippy::unnecessary_wraps)]
+    fn step(&mut self, name: &str) -> Result<(), StoreError> {
+        #[cfg(feature = "fault-injection")]
+        if std::env::var("KENSA_FW_HOLD_AT").is_ok_and(|at| at == name) {
+            eprintln!("fault injection: holding at commit step {name}");
+            tracing::warn!("fault injection: holding at commit step {name}");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
             }
-            None => Ok(()),
         }
-    }
-
-    #[cfg(not(test))]
-    fn step(&mut self) -> Result<(), StoreError> {
+        let _ = name;
+        #[cfg(test)]
+        if let Some(n) = &mut self.crash_after {
+            if *n == 0 {
+                return Err(StoreError::Refused("killed".into()));
+            }
+            *n -= 1;
+        }
         Ok(())
     }
 }
 
 /// `dir/name` ← `bytes`, all or nothing: temp file, fsync, rename, fsync the folder.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+fn write_durably(dir: &Path, name: &str, bytes: &[u8], executable: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = dir.join(format!(".{name}.tmp"));
     let dest = dir.join(name);
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
+    if executable {
+        f.set_permissions(fs::Permissions::from_mode(0o755)).map_err(io(&tmp))?;
+    }
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, &dest).map_err(io(&dest))?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
@@ -290,5 +404,41 @@ mod tests {
                 assert_eq!(active, new, "crash after step {crash}: the flip was durable");
             }
         }
+    }
+
+    #[test]
+    fn firmware_is_marked_for_one_trial_and_active_only_once_promoted() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open_for(d.path(), Holds::Firmware).unwrap();
+        upload(&mut s, b"firmware 1");
+        let first = s.commit_trial(|_| Ok(())).unwrap();
+        assert!(first.ends_with("slot-a.bin"));
+        assert_eq!(fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o755, "runnable");
+        assert_eq!(s.active(), None, "not active before its trial");
+        assert_eq!(s.take_trial().unwrap(), Some(("a".into(), first.clone())));
+        assert_eq!(s.take_trial().unwrap(), None, "a trial is started once, never twice");
+        s.promote("a").unwrap();
+        assert_eq!(s.active(), Some(first.clone()));
+
+        upload(&mut s, b"firmware 2");
+        let second = s.commit_trial(|_| Ok(())).unwrap();
+        assert!(second.ends_with("slot-b.bin"), "the other slot; the running one is kept");
+        assert_eq!(s.take_trial().unwrap().map(|t| t.0), Some("b".into()));
+        // Not promoted (it failed its health check): the first stays active.
+        assert_eq!(s.active_slot(), Some(("a".into(), first)));
+    }
+
+    #[test]
+    fn a_saved_threshold_applies_to_its_own_model_only() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.saved_threshold("m1"), None);
+        s.save_threshold("m1", 0.75).unwrap();
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.saved_threshold("m1"), Some(0.75), "survives a restart");
+        assert_eq!(s.saved_threshold("m2"), None, "a new model brings its own threshold");
+        fs::write(d.path().join("settings.json"), b"{garbage").unwrap();
+        assert_eq!(s.saved_threshold("m1"), None, "a damaged file is ignored, not fatal");
     }
 }

@@ -1,6 +1,7 @@
 //! Command-line surface: clap structs (flags only) and dispatch to the command modules.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -90,15 +91,33 @@ enum Command {
         #[command(subcommand)]
         action: diag::Action,
     },
-    /// Upload a model package to a box over its serial line and switch it over.
+    /// Upload a model package (or a firmware binary) to a box over its serial line and
+    /// switch it over.
     Flash {
         /// Serial device.
         port: PathBuf,
         /// The package (`kensa export`).
-        package: PathBuf,
+        #[arg(required_unless_present = "firmware")]
+        package: Option<PathBuf>,
+        /// Flash this `kensa-fw` executable instead (its signature, if any, is read from
+        /// `<binary>.sig`, see `kensa sign`). The box restarts into it on trial and goes
+        /// back to its previous firmware unless the new one inspects a part in time.
+        #[arg(long, conflicts_with = "package")]
+        firmware: Option<PathBuf>,
+        /// With `--firmware`: how long to wait for the box to come back healthy (s).
+        #[arg(long, default_value_t = 180)]
+        wait: u64,
         /// Line rate.
         #[arg(long, default_value_t = 115_200)]
         baud: u32,
+    },
+    /// Sign a firmware binary: writes `<file>.sig` for `kensa flash --firmware`.
+    Sign {
+        /// The file to sign.
+        file: PathBuf,
+        /// Secret key (`kensa keygen`).
+        #[arg(long)]
+        key: PathBuf,
     },
     /// Generate a dataset of textured parts with rectangular debris (MVTec layout).
     Synth(SynthArgs),
@@ -363,7 +382,16 @@ impl Cli {
             }
             Command::Demo { out, surface } => demo(&out, &surface),
             Command::Diag { port, baud, action } => diag::run(&port, baud, &action),
-            Command::Flash { port, package, baud } => diag::flash(&port, baud, &package),
+            Command::Flash { port, package: Some(package), baud, .. } => diag::flash(&port, baud, &package),
+            Command::Flash { port, firmware: Some(binary), baud, wait, .. } => {
+                diag::flash_firmware(&port, baud, &binary, Duration::from_secs(wait))
+            }
+            Command::Flash { .. } => bail!("give a model package or --firmware <binary>"),
+            Command::Sign { file, key } => {
+                let out = export::sign_file(&file, &key)?;
+                say!("wrote {}", out.display());
+                Ok(())
+            }
             Command::Train(a) => {
                 let (ds, name) = a.data.load()?;
                 let mut opts = train::TrainOptions {

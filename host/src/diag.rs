@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kensa_shared::verdict::Verdict;
-use kensa_shared::wire::{Event, Inspection, Reply, RequestBody};
+use kensa_shared::wire::{Event, FirmwareState, FlashTarget, Inspection, Reply, RequestBody};
 
 use crate::link::Link;
 
@@ -32,6 +32,8 @@ pub enum Action {
     TestReject,
     /// Clear a raised line-stop output.
     ClearLineStop,
+    /// Rebuild the box's pipeline: reopen camera and outputs, reload model and settings.
+    Restart,
     /// The box's newest log lines.
     Logs,
     /// Save what the camera sees now (a thumbnail of the latest frame) as PNG.
@@ -80,10 +82,25 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
     match action {
         Action::Info => {
             let Reply::Info(i) = link.call(RequestBody::Info)? else { bail!("unexpected answer to info") };
-            say!("firmware  kensa-fw {} (protocol {})", i.firmware_version, i.protocol);
+            let state = match i.firmware_state {
+                FirmwareState::Unsupervised => "not supervised: firmware cannot be flashed",
+                FirmwareState::Committed => "supervised",
+                FirmwareState::Trial => "ON TRIAL: rolled back unless it reports healthy",
+            };
+            say!(
+                "firmware  kensa-fw {} (protocol {}), sha256 {}",
+                i.firmware_version,
+                i.protocol,
+                i.firmware_sha256
+            );
+            say!("          {state}");
             say!("model     {}", i.model.as_deref().unwrap_or("none"));
             say!("source    {}", i.source);
-            say!("threshold {:.4}", i.threshold);
+            say!(
+                "threshold {:.4}{}",
+                i.threshold,
+                if i.threshold_saved { " (saved over the link)" } else { "" }
+            );
             say!("uptime    {} s", i.uptime_s);
             say!("line stop {}", if i.line_stopped { "RAISED" } else { "clear" });
         }
@@ -117,7 +134,23 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
         }
         Action::Set { threshold } => {
             expect_done(link.call(RequestBody::SetThreshold(*threshold))?)?;
-            say!("threshold set to {threshold}");
+            let Reply::Info(i) = link.call(RequestBody::Info)? else { bail!("unexpected answer to info") };
+            if i.threshold_saved {
+                say!(
+                    "threshold set to {threshold}, saved: kept across restarts until another model is flashed"
+                );
+            } else {
+                say!(
+                    "threshold set to {threshold}, not saved: the box has no store, it lasts until a restart"
+                );
+            }
+        }
+        Action::Restart => {
+            match link.call(RequestBody::Restart)? {
+                Reply::Restarting => {}
+                other => bail!("unexpected answer to restart: {other:?}"),
+            }
+            say!("the box is restarting its pipeline");
         }
         Action::TestReject => {
             expect_done(link.call(RequestBody::TestReject)?)?;
@@ -166,24 +199,26 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
     Ok(())
 }
 
-/// `kensa flash`: upload `package` to the box on `port` and switch it over. Resumes from
-/// the box's staged bytes, after a lost link within this run or a previous run.
-pub fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
+/// Upload `bytes` as `target` to the box on `port` and commit them; returns the commit's
+/// answer. Resumes from the box's staged bytes, after a lost link within this run or a
+/// previous run.
+fn upload(
+    port: &Path,
+    baud: u32,
+    bytes: &[u8],
+    target: FlashTarget,
+    commit_wait: Duration,
+) -> Result<(Reply, u32)> {
     use kensa_shared::wire::FLASH_CHUNK;
-    let bytes = std::fs::read(package).with_context(|| format!("reading {}", package.display()))?;
-    let pkg = kensa_shared::package::Package::from_bytes(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a model package: {e}", package.display()))?;
-    let sha256 = kensa_shared::sha256_hex(&bytes);
+    let sha256 = kensa_shared::sha256_hex(bytes);
     let size = bytes.len() as u64;
     let pb = crate::train::progress(bytes.len(), "flashing");
-    let started = std::time::Instant::now();
     let mut reconnects = 0;
-    let name = loop {
-        let attempt = (|| -> Result<String> {
+    let reply = loop {
+        let attempt = (|| -> Result<Reply> {
             let mut link = Link::open(port, baud)?;
-            let Reply::FlashOffset(mut at) =
-                link.call(RequestBody::FlashBegin { size, sha256: sha256.clone() })?
-            else {
+            let begin = RequestBody::FlashBegin { target: target.clone(), size, sha256: sha256.clone() };
+            let Reply::FlashOffset(mut at) = link.call(begin)? else {
                 bail!("unexpected answer to flash begin")
             };
             if at > 0 {
@@ -199,14 +234,10 @@ pub fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
                 }
             }
             pb.set_position(size);
-            // Verifying, loading and self-testing the model takes the box a while.
-            match link.call_within(RequestBody::FlashCommit, Duration::from_secs(30))? {
-                Reply::Flashed(name) => Ok(name),
-                other => bail!("unexpected answer to commit: {other:?}"),
-            }
+            link.call_within(RequestBody::FlashCommit, commit_wait)
         })();
         match attempt {
-            Ok(name) => break name,
+            Ok(reply) => break reply,
             // A refusal by the box (damaged, unsigned) will not change on retry.
             Err(e) if e.chain().any(|c| c.is::<crate::link::Refused>()) || reconnects >= 5 => return Err(e),
             Err(e) => {
@@ -217,16 +248,87 @@ pub fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
         }
     };
     pb.finish_and_clear();
+    Ok((reply, reconnects))
+}
+
+fn rate(size: usize, started: std::time::Instant, reconnects: u32) -> String {
     let secs = started.elapsed().as_secs_f64();
+    let again = if reconnects > 0 { format!(", {reconnects} reconnects") } else { String::new() };
+    format!("{size} bytes in {secs:.1} s, {:.0} B/s{again}", size as f64 / secs)
+}
+
+/// `kensa flash`: upload `package` to the box on `port` and switch it over.
+pub fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
+    let bytes = std::fs::read(package).with_context(|| format!("reading {}", package.display()))?;
+    let pkg = kensa_shared::package::Package::from_bytes(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a model package: {e}", package.display()))?;
+    let started = std::time::Instant::now();
+    // Verifying, loading and self-testing the model takes the box a while.
+    let (reply, reconnects) = upload(port, baud, &bytes, FlashTarget::Model, Duration::from_secs(30))?;
+    let Reply::Flashed(name) = reply else { bail!("unexpected answer to commit: {reply:?}") };
     say!(
-        "flashed {} ({} {:?}, {} bytes in {:.1} s, {:.0} B/s{}); the box now runs {name}",
+        "flashed {} ({} {:?}, {}); the box now runs {name}",
         package.display(),
         pkg.manifest.kind,
         pkg.manifest.precision,
-        size,
-        secs,
-        size as f64 / secs,
-        if reconnects > 0 { format!(", {reconnects} reconnects") } else { String::new() }
+        rate(bytes.len(), started, reconnects)
     );
     Ok(())
+}
+
+/// `kensa flash --firmware`: upload `binary`, let the box restart into it on trial, and
+/// wait until it reports healthy (or the box has gone back to its previous firmware).
+pub fn flash_firmware(port: &Path, baud: u32, binary: &Path, wait: Duration) -> Result<()> {
+    let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let sig_path = crate::export::signature_path(binary);
+    let signature = match std::fs::read(&sig_path) {
+        Ok(sig) => {
+            kensa_shared::package::Signature::from_slice(&sig)
+                .with_context(|| format!("{} is not a kensa signature", sig_path.display()))?;
+            Some(sig)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
+    };
+    let sha256 = kensa_shared::sha256_hex(&bytes);
+    let started = std::time::Instant::now();
+    let (reply, reconnects) =
+        upload(port, baud, &bytes, FlashTarget::Firmware { signature }, Duration::from_secs(30))?;
+    if reply != Reply::Restarting {
+        bail!("unexpected answer to commit: {reply:?}");
+    }
+    say!(
+        "uploaded {} ({}); the box restarts into it on trial",
+        binary.display(),
+        rate(bytes.len(), started, reconnects)
+    );
+    let deadline = std::time::Instant::now() + wait;
+    let mut trial_seen = false;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let info = Link::open(port, baud).and_then(|mut l| match l.call(RequestBody::Info)? {
+            Reply::Info(i) => Ok(i),
+            other => bail!("unexpected answer to info: {other:?}"),
+        });
+        let Ok(info) = info else { continue }; // restarting: not answering yet
+        match (info.firmware_sha256 == sha256, info.firmware_state) {
+            (true, FirmwareState::Committed) => {
+                say!("the box runs the new firmware ({}) and reported healthy", &sha256[..12]);
+                return Ok(());
+            }
+            (true, _) => {
+                if !trial_seen {
+                    say!("the new firmware is running on trial; waiting for it to inspect a part");
+                    trial_seen = true;
+                }
+            }
+            (false, _) => bail!(
+                "the new firmware ({}) did not prove healthy: the box went back to its previous firmware ({}) \
+                 and is inspecting with it",
+                &sha256[..12],
+                &info.firmware_sha256[..info.firmware_sha256.len().min(12)]
+            ),
+        }
+    }
+    bail!("the box on {} did not come back within {} s", port.display(), wait.as_secs())
 }

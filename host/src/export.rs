@@ -385,13 +385,34 @@ pub fn run(model: &TrainedModel, data: Option<(&Dataset, &str)>, opts: &ExportOp
     sign(pkg, opts)
 }
 
+/// A secret key written by `kensa keygen`.
+pub fn read_signing_key(path: &Path) -> Result<SigningKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading signing key {}", path.display()))?;
+    let seed = parse_key_hex(&text)
+        .map_err(|e| anyhow::anyhow!("signing key {} is not a kensa secret key: {e}", path.display()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// `kensa sign`: a detached signature of `file` (a firmware binary) as `<file>.sig`.
+pub fn sign_file(file: &Path, key: &Path) -> Result<PathBuf> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let sig = kensa_shared::package::Signature::detached(&read_signing_key(key)?, &bytes);
+    let out = signature_path(file);
+    std::fs::write(&out, sig.to_vec()).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
+/// Where `kensa sign` puts the signature of `file`.
+pub fn signature_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
 fn sign(mut pkg: Package, opts: &ExportOptions) -> Result<Package> {
     if let Some(path) = &opts.sign {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading signing key {}", path.display()))?;
-        let seed = parse_key_hex(&text)
-            .map_err(|e| anyhow::anyhow!("signing key {} is not a kensa secret key: {e}", path.display()))?;
-        pkg.sign(&SigningKey::from_bytes(&seed));
+        pkg.sign(&read_signing_key(path)?);
     }
     Ok(pkg)
 }

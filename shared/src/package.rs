@@ -91,6 +91,52 @@ pub struct Signature {
     pub signature: [u8; 64],
 }
 
+impl Signature {
+    /// Length of [`Signature::to_vec`]: public key, then signature.
+    pub const LEN: usize = 32 + 64;
+
+    /// A detached signature over `bytes` (a firmware binary, which has no room for one).
+    pub fn detached(key: &SigningKey, bytes: &[u8]) -> Self {
+        Self { public_key: key.verifying_key().to_bytes(), signature: key.sign(bytes).to_bytes() }
+    }
+
+    /// Public key then signature, as `.sig` files and the wire carry it.
+    pub fn to_vec(&self) -> Vec<u8> {
+        [self.public_key.as_slice(), self.signature.as_slice()].concat()
+    }
+
+    /// Read [`Signature::to_vec`]'s layout.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, PackageError> {
+        if bytes.len() != Self::LEN {
+            return Err(PackageError::Truncated("signature"));
+        }
+        Ok(Self {
+            public_key: bytes[..32].try_into().expect("32 bytes"),
+            signature: bytes[32..].try_into().expect("64 bytes"),
+        })
+    }
+
+    /// Check a detached signature over `bytes`, and, when `trusted` is not empty, that
+    /// one of those keys made it.
+    pub fn verify_detached(
+        signature: Option<&Self>,
+        bytes: &[u8],
+        trusted: &[VerifyingKey],
+    ) -> Result<(), PackageError> {
+        let Some(s) = signature else {
+            return if trusted.is_empty() { Ok(()) } else { Err(PackageError::Unsigned) };
+        };
+        let key = VerifyingKey::from_bytes(&s.public_key).map_err(|_| PackageError::BadSignature)?;
+        key.verify(bytes, &ed25519_dalek::Signature::from_bytes(&s.signature))
+            .map_err(|_| PackageError::BadSignature)?;
+        if trusted.is_empty() || trusted.iter().any(|k| k.to_bytes() == s.public_key) {
+            Ok(())
+        } else {
+            Err(PackageError::UntrustedSigner(key_hex(&s.public_key)))
+        }
+    }
+}
+
 const SIGNATURE_TAG: u8 = 1;
 const SIGNATURE_LEN: usize = 1 + 32 + 64;
 const HEADER_LEN: usize = 14;
@@ -352,6 +398,26 @@ mod tests {
         p.sign(&key(2));
         let err = p.check_trust(&trusted).unwrap_err();
         assert_eq!(err, PackageError::UntrustedSigner(key_hex(&key(2).verifying_key().to_bytes())));
+    }
+
+    #[test]
+    fn detached_signatures_cover_every_byte_and_name_untrusted_signers() {
+        let binary = b"\x7fELF firmware".to_vec();
+        let trusted = [key(1).verifying_key()];
+        let sig = Signature::detached(&key(1), &binary);
+        let back = Signature::from_slice(&sig.to_vec()).unwrap();
+        assert_eq!(Signature::verify_detached(Some(&back), &binary, &trusted), Ok(()));
+        assert_eq!(Signature::verify_detached(None, &binary, &[]), Ok(()));
+        assert_eq!(Signature::verify_detached(None, &binary, &trusted), Err(PackageError::Unsigned));
+        let mut tampered = binary.clone();
+        tampered[5] ^= 1;
+        assert_eq!(Signature::verify_detached(Some(&sig), &tampered, &[]), Err(PackageError::BadSignature));
+        let theirs = Signature::detached(&key(2), &binary);
+        assert!(matches!(
+            Signature::verify_detached(Some(&theirs), &binary, &trusted),
+            Err(PackageError::UntrustedSigner(_))
+        ));
+        assert!(Signature::from_slice(&sig.to_vec()[..95]).is_err());
     }
 
     #[test]

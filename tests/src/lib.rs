@@ -7,7 +7,7 @@
 pub mod line;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 
 /// The folder holding the binaries of the profile the tests were built with.
@@ -43,6 +43,28 @@ pub fn kensa() -> Command {
 /// A command for the `kensa-fw` daemon.
 pub fn kensa_fw() -> Command {
     Command::new(bin_dir().join("kensa-fw"))
+}
+
+/// The `kensa-fw` executable.
+pub fn kensa_fw_path() -> PathBuf {
+    bin_dir().join("kensa-fw")
+}
+
+/// A small firmware image that runs the daemon named by `KENSA_E2E_DAEMON`
+/// (`src/bin/firmware_shim.rs`).
+pub fn firmware_shim() -> PathBuf {
+    bin_dir().join("firmware_shim")
+}
+
+/// A running process, killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Run `cmd`, panicking with its output if it fails.

@@ -151,3 +151,15 @@ fn relay(a: OwnedFd, b: OwnedFd, stop: &AtomicBool, noise: &Noise) {
         }
     }
 }
+
+/// `kensa diag <host port> <args>`, which must succeed; its output.
+pub fn diag(line: &SerialLine, args: &[&str]) -> String {
+    let out = crate::run_ok(crate::kensa().arg("diag").arg(&line.host_port).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number after `key` in a `kensa diag status` line.
+pub fn count(status: &str, key: &str) -> u64 {
+    let rest = &status[status.find(key).unwrap_or_else(|| panic!("{key} in {status}")) + key.len()..];
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::verdict::Verdict;
 
 /// Version of the message layout in this module. Bump on any change to a serialised type.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest `data` in one [`RequestBody::FlashChunk`] (fits one frame with its header).
 pub const FLASH_CHUNK: usize = 4096;
@@ -53,10 +53,12 @@ pub enum RequestBody {
     /// The thumbnail of the `n`-th most recent NG or uninspected part that has one
     /// (0 = newest).
     LastNg(u8),
-    /// Start (or resume) uploading a model package; the box answers with the bytes it
-    /// already holds of this very package.
+    /// Start (or resume) uploading a model package or a firmware binary; the box answers
+    /// with the bytes it already holds of this very upload.
     FlashBegin {
-        /// Package size (bytes).
+        /// What the bytes are.
+        target: FlashTarget,
+        /// Upload size (bytes).
         size: u64,
         /// Lower-case hex SHA-256 of the package.
         sha256: String,
@@ -68,12 +70,30 @@ pub enum RequestBody {
         /// The bytes.
         data: Vec<u8>,
     },
-    /// Verify the upload (size, hash, signature, load, self-test) and switch to it.
+    /// Verify the upload and switch to it: a model (size, hash, signature, load,
+    /// self-test) between two parts; a firmware (size, hash, signature, architecture)
+    /// by restarting into it on trial.
     FlashCommit,
+    /// Rebuild the pipeline: reopen the camera and outputs, reload the active model and
+    /// the saved settings. Parts passing meanwhile are not inspected.
+    Restart,
     /// The newest log lines (as many as fit one frame).
     Logs,
     /// A thumbnail of the latest frame the camera delivered, whatever its verdict.
     Snapshot,
+}
+
+/// What a flash upload carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FlashTarget {
+    /// A model package (signed inside, when signed).
+    Model,
+    /// A `kensa-fw` executable for the box.
+    Firmware {
+        /// Detached ed25519 signature over the binary (`kensa sign`): 32 bytes of public
+        /// key, then 64 of signature.
+        signature: Option<Vec<u8>>,
+    },
 }
 
 /// A message from the box to the host.
@@ -114,6 +134,9 @@ pub enum Reply {
     Logs(Vec<String>),
     /// Answer to [`RequestBody::Snapshot`]: `None` before the first frame.
     Snapshot(Option<Thumbnail>),
+    /// The box is about to restart (its pipeline, or into flashed firmware); the link
+    /// drops and comes back.
+    Restarting,
 }
 
 /// A small greyscale picture of a rejected part, with its record.
@@ -165,6 +188,24 @@ pub struct BoxInfo {
     pub source: String,
     /// Whether the line-stop output is raised.
     pub line_stopped: bool,
+    /// Whether `threshold` is a saved override (set over the link) rather than the model's.
+    pub threshold_saved: bool,
+    /// Lower-case hex SHA-256 of the running `kensa-fw` executable.
+    pub firmware_sha256: String,
+    /// How the running firmware is looked after.
+    pub firmware_state: FirmwareState,
+}
+
+/// Whether firmware can be flashed, and whether the running one is on trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FirmwareState {
+    /// Not started by `kensa-fw --supervise`: firmware cannot be flashed.
+    Unsupervised,
+    /// Running the installed or a flashed firmware that passed its health check.
+    Committed,
+    /// Running a freshly flashed firmware that has not yet reported healthy; the previous
+    /// one returns if it does not in time.
+    Trial,
 }
 
 /// Running totals since start.
@@ -229,6 +270,9 @@ mod tests {
                     threshold: 0.731,
                     source: "camera /dev/video0".into(),
                     line_stopped: true,
+                    threshold_saved: true,
+                    firmware_sha256: "ab".repeat(32),
+                    firmware_state: FirmwareState::Trial,
                 })),
             },
             BoxMessage::Reply {
@@ -285,6 +329,12 @@ mod tests {
             RequestBody::SetThreshold(-2.5),
             RequestBody::ClearLineStop,
             RequestBody::LastNg(3),
+            RequestBody::Restart,
+            RequestBody::FlashBegin {
+                target: FlashTarget::Firmware { signature: Some(vec![7; 96]) },
+                size: 1 << 24,
+                sha256: "cd".repeat(32),
+            },
         ] {
             let req = Request { id: 77, body };
             let bytes = frame::encode(&req).unwrap();
@@ -312,6 +362,14 @@ mod tests {
             )
         }
 
+        fn target() -> impl Strategy<Value = FlashTarget> {
+            prop_oneof![
+                Just(FlashTarget::Model),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 96))
+                    .prop_map(|signature| FlashTarget::Firmware { signature }),
+            ]
+        }
+
         fn request() -> impl Strategy<Value = Request> {
             let body = prop_oneof![
                 any::<u16>().prop_map(|protocol| RequestBody::Hello { protocol }),
@@ -322,13 +380,14 @@ mod tests {
                 any::<f32>().prop_map(RequestBody::SetThreshold),
                 Just(RequestBody::ClearLineStop),
                 any::<u8>().prop_map(RequestBody::LastNg),
-                (any::<u64>(), "[0-9a-f]{64}")
-                    .prop_map(|(size, sha256)| RequestBody::FlashBegin { size, sha256 }),
+                (target(), any::<u64>(), "[0-9a-f]{64}")
+                    .prop_map(|(target, size, sha256)| RequestBody::FlashBegin { target, size, sha256 }),
                 (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..=FLASH_CHUNK))
                     .prop_map(|(offset, data)| RequestBody::FlashChunk { offset, data }),
                 Just(RequestBody::FlashCommit),
                 Just(RequestBody::Logs),
                 Just(RequestBody::Snapshot),
+                Just(RequestBody::Restart),
             ];
             (any::<u32>(), body).prop_map(|(id, body)| Request { id, body })
         }
@@ -359,17 +418,37 @@ mod tests {
                 proptest::option::of(".{0,40}"),
                 any::<f32>(),
                 ".{0,60}",
-                any::<bool>(),
+                any::<[bool; 2]>(),
+                "[0-9a-f]{64}",
+                prop_oneof![
+                    Just(FirmwareState::Unsupervised),
+                    Just(FirmwareState::Committed),
+                    Just(FirmwareState::Trial)
+                ],
             )
                 .prop_map(
-                    |(firmware_version, uptime_s, model, threshold, source, line_stopped)| BoxInfo {
+                    |(
                         firmware_version,
-                        protocol: PROTOCOL_VERSION,
                         uptime_s,
                         model,
                         threshold,
                         source,
-                        line_stopped,
+                        flags,
+                        firmware_sha256,
+                        state,
+                    )| {
+                        BoxInfo {
+                            firmware_version,
+                            protocol: PROTOCOL_VERSION,
+                            uptime_s,
+                            model,
+                            threshold,
+                            source,
+                            line_stopped: flags[0],
+                            threshold_saved: flags[1],
+                            firmware_sha256,
+                            firmware_state: state,
+                        }
                     },
                 );
             let error = prop_oneof![
@@ -389,6 +468,7 @@ mod tests {
                 ".{0,80}".prop_map(Reply::Flashed),
                 proptest::collection::vec(".{0,40}", 0..20).prop_map(Reply::Logs),
                 proptest::option::of(thumbnail()).prop_map(Reply::Snapshot),
+                Just(Reply::Restarting),
             ];
             prop_oneof![
                 (any::<u32>(), prop_oneof![reply.prop_map(Ok), error.prop_map(Err)])

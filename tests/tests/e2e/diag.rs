@@ -1,47 +1,26 @@
 //! `kensa diag` against a running `kensa-fw`, both real processes, over a pseudo-terminal
 //! line that can be made noisy.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
-use kensa_e2e::line::SerialLine;
-use kensa_e2e::{kensa, kensa_fw, run_ok};
-
-/// A box on the simulated conveyor serving diagnostics on `line`; killed when dropped.
-struct Box(Child);
-
-impl Drop for Box {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use kensa_e2e::line::{SerialLine, count, diag};
+use kensa_e2e::{Running, kensa, kensa_fw, run_ok};
 
 /// A box on the simulated conveyor serving diagnostics on `line`, flashing into `store`
 /// when given.
-fn start_box_with(line: &SerialLine, store: Option<&std::path::Path>) -> Box {
+fn start_box_with(line: &SerialLine, store: Option<&std::path::Path>) -> Running {
     let mut cmd = kensa_fw();
     cmd.args(["--sim", "--parts", "100000", "--rate", "5", "--defect-rate", "0.5", "--serial"])
         .arg(&line.box_port);
     if let Some(dir) = store {
         cmd.arg("--store").arg(dir);
     }
-    Box(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    Running(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
 }
 
-fn start_box(line: &SerialLine) -> Box {
+fn start_box(line: &SerialLine) -> Running {
     start_box_with(line, None)
-}
-
-fn diag(line: &SerialLine, args: &[&str]) -> String {
-    let out = run_ok(kensa().arg("diag").arg(&line.host_port).args(args));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The `n` after `key` in a status line.
-fn count(status: &str, key: &str) -> u64 {
-    let rest = &status[status.find(key).unwrap_or_else(|| panic!("{key} in {status}")) + key.len()..];
-    rest.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 #[test]
@@ -116,7 +95,7 @@ fn a_box_that_is_not_there_is_named() {
     assert!(err.contains(&line.host_port.display().to_string()) && err.contains("no answer"), "{err}");
 }
 
-fn start_box_with_store(line: &SerialLine, store: &std::path::Path) -> Box {
+fn start_box_with_store(line: &SerialLine, store: &std::path::Path) -> Running {
     start_box_with(line, Some(store))
 }
 

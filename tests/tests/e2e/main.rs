@@ -5,3 +5,4 @@ mod backbone;
 mod diag;
 mod firmware;
 mod synth;
+mod update;
