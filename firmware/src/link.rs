@@ -24,8 +24,9 @@ use kensa_shared::wire::{
 
 use crate::clock::Clock;
 use crate::model::Model;
+use crate::schedule::BeltTiming;
 use crate::station::{PartResult, Station};
-use crate::store::{Store, StoreError};
+use crate::store::{SavedReject, SavedThreshold, Store, StoreError};
 use crate::supervisor::Supervised;
 use kensa_shared::package::{Signature, VerifyingKey};
 
@@ -41,12 +42,14 @@ pub struct ActiveModel {
     pub sha256: String,
     /// Whether the threshold in force is one saved over the link for this model.
     pub threshold_saved: bool,
+    /// Whether the reject timing in force is one saved over the link.
+    pub reject_saved: bool,
 }
 
 impl ActiveModel {
-    /// The model `m`, with or without a saved threshold in force.
-    pub fn of(m: &Model, threshold_saved: bool) -> Self {
-        Self { name: m.describe(), sha256: m.manifest().onnx_sha256.clone(), threshold_saved }
+    /// The model `m`, with or without a saved threshold and reject timing in force.
+    pub fn of(m: &Model, threshold_saved: bool, reject_saved: bool) -> Self {
+        Self { name: m.describe(), sha256: m.manifest().onnx_sha256.clone(), threshold_saved, reject_saved }
     }
 }
 
@@ -142,6 +145,8 @@ pub struct Flasher {
     pub firmware: Option<FirmwareFlasher>,
     /// The upload in progress: a firmware one with its signature, or a model one.
     uploading: Option<FlashTarget>,
+    /// Reject timing in force, to check a new one against.
+    timing: BeltTiming,
 }
 
 impl Flasher {
@@ -152,8 +157,9 @@ impl Flasher {
         swap: mpsc::Sender<Model>,
         model: Arc<Mutex<ActiveModel>>,
         firmware: Option<FirmwareFlasher>,
+        timing: BeltTiming,
     ) -> Self {
-        Self { store, trusted, swap, model, firmware, uploading: None }
+        Self { store, trusted, swap, model, firmware, uploading: None, timing }
     }
 
     /// The store the upload in progress goes to.
@@ -169,16 +175,30 @@ impl Flasher {
         }
     }
 
-    /// Keep a threshold set over the link for the model in use.
-    fn save_threshold(&mut self, t: f32) -> Result<(), DeviceError> {
-        let sha = self.model.lock().map(|m| m.sha256.clone()).unwrap_or_default();
-        self.store
-            .save_threshold(&sha, t)
-            .map_err(|e| DeviceError::Failed(format!("saving the threshold: {e}")))?;
-        if let Ok(mut m) = self.model.lock() {
-            m.threshold_saved = true;
+    /// Save a setting before the station applies it: `Ok(false)` when it is not one
+    /// that is saved, an error when it is invalid or cannot be saved (then it is not
+    /// applied either, so that what runs is what a restart brings back).
+    fn save_setting(&mut self, body: &RequestBody) -> Result<bool, DeviceError> {
+        let mut settings = self.store.settings();
+        match *body {
+            RequestBody::SetThreshold(value) if value.is_finite() => {
+                let model = self.model.lock().map(|m| m.sha256.clone()).unwrap_or_default();
+                settings.threshold = Some(SavedThreshold { model, value });
+            }
+            RequestBody::SetReject { delay_ms, pulse_ms } => {
+                self.timing = self.timing.with_reject(delay_ms, pulse_ms).map_err(DeviceError::Failed)?;
+                settings.reject = Some(SavedReject { delay_ms, pulse_ms });
+            }
+            _ => return Ok(false),
         }
-        Ok(())
+        self.store
+            .save_settings(&settings)
+            .map_err(|e| DeviceError::Failed(format!("saving settings: {e}")))?;
+        if let Ok(mut m) = self.model.lock() {
+            m.threshold_saved |= settings.threshold.is_some_and(|t| t.model == m.sha256);
+            m.reject_saved |= settings.reject.is_some();
+        }
+        Ok(true)
     }
 
     fn handle(&mut self, body: &RequestBody) -> Result<Reply, DeviceError> {
@@ -235,7 +255,7 @@ impl Flasher {
                 let name = m.describe();
                 tracing::info!("flashed {} to {}", name, path.display());
                 if let Ok(mut active) = self.model.lock() {
-                    *active = ActiveModel::of(&m, false);
+                    *active = ActiveModel::of(&m, false, active.reject_saved);
                 }
                 self.swap
                     .send(m)
@@ -323,6 +343,9 @@ pub fn answer<P: OutputPin, C: Clock>(
                 source: identity.source.clone(),
                 line_stopped: station.line_stopped(),
                 threshold_saved: model.threshold_saved,
+                reject_delay_ms: station.reject_timing().delay_us as f32 / 1e3,
+                reject_pulse_ms: station.reject_timing().width_us as f32 / 1e3,
+                reject_saved: model.reject_saved,
                 firmware_sha256: identity.firmware_sha256.clone(),
                 firmware_state: identity.firmware_state(),
             }))
@@ -346,6 +369,12 @@ pub fn answer<P: OutputPin, C: Clock>(
             Ok(Reply::Done)
         }
         RequestBody::SetThreshold(t) => Err(DeviceError::Failed(format!("threshold {t} is not a number"))),
+        RequestBody::SetReject { delay_ms, pulse_ms } => {
+            let timing =
+                station.reject_timing().with_reject(*delay_ms, *pulse_ms).map_err(DeviceError::Failed)?;
+            station.set_reject_timing(timing);
+            Ok(Reply::Done)
+        }
         RequestBody::TestReject => {
             station.test_reject();
             Ok(Reply::Done)
@@ -442,8 +471,10 @@ pub fn session<T: Read + Write>(port: &mut T, end: &mut PortEnd, stop: &AtomicBo
                         }),
                         RequestBody::Restart => Some(Ok(Reply::Restarting)),
                         // Saved here, on the port thread, then applied by the station.
-                        RequestBody::SetThreshold(t) if t.is_finite() && end.flash.is_some() => {
-                            match end.flash.as_mut().map(|f| f.save_threshold(t)) {
+                        RequestBody::SetThreshold(_) | RequestBody::SetReject { .. }
+                            if end.flash.is_some() =>
+                        {
+                            match end.flash.as_mut().map(|f| f.save_setting(&req.body)) {
                                 Some(Err(e)) => Some(Err(e)),
                                 _ => {
                                     let _ = end.requests.send(req.clone());
@@ -556,6 +587,15 @@ mod tests {
         st.decide(clock.now_us(), Inspected { seq: 3, truth: None, score: Ok(0.5), thumbnail: None });
         assert_eq!(st.counters().ng, 2, "0.5 is NG at the new threshold");
         assert!(answer(&mut st, &RequestBody::SetThreshold(f32::NAN), &id, 0).is_err());
+        let slower = RequestBody::SetReject { delay_ms: 520.0, pulse_ms: 25.0 };
+        assert_eq!(answer(&mut st, &slower, &id, 0), Ok(Reply::Done));
+        assert_eq!((st.reject_timing().delay_us, st.reject_timing().width_us), (520_000, 25_000));
+        let too_soon = RequestBody::SetReject { delay_ms: 0.5, pulse_ms: 25.0 };
+        assert!(
+            matches!(answer(&mut st, &too_soon, &id, 0), Err(DeviceError::Failed(m)) if m.contains("lead"))
+        );
+        let back = RequestBody::SetReject { delay_ms: 500.0, pulse_ms: 20.0 };
+        assert_eq!(answer(&mut st, &back, &id, 0), Ok(Reply::Done));
         let Ok(Reply::Info(info)) = answer(&mut st, &RequestBody::Info, &id, 0) else { panic!() };
         assert_eq!((info.threshold, info.protocol), (0.4, PROTOCOL_VERSION));
 

@@ -15,7 +15,7 @@ use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output, Trigger};
 use kensa_fw::line::{self, Retry, RunLimits, Summary};
 use kensa_fw::link::{self, Next};
 use kensa_fw::model::{Model, Swappable};
-use kensa_fw::schedule::RejectScheduler;
+use kensa_fw::schedule::{Outcome, RejectScheduler};
 use kensa_fw::station::{Action, PartResult, Station};
 use kensa_fw::store::{Holds, Store};
 use kensa_fw::supervisor::{self, Supervised};
@@ -219,6 +219,20 @@ fn run(
         (None, None, false) => Model::load(&cfg.model.path, &trusted)?,
     };
     let saved_threshold = store.as_ref().and_then(|s| s.saved_threshold(&model.manifest().onnx_sha256));
+    let mut timing = cfg.belt.timing();
+    let saved_reject = store.as_ref().and_then(|s| s.settings().reject);
+    let reject_saved = match saved_reject.map(|r| timing.with_reject(r.delay_ms, r.pulse_ms)) {
+        Some(Ok(t)) => {
+            tracing::warn!("using the reject timing saved over the link: {t:?}");
+            timing = t;
+            true
+        }
+        Some(Err(e)) => {
+            tracing::error!("ignoring the saved reject timing: {e}");
+            false
+        }
+        None => false,
+    };
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
         Camera::Synthetic { rate_hz, defect_rate, size, seed } => Box::new(SyntheticConveyor::new(
             SynthSpec::square(Surface::BrushedMetal, *size),
@@ -266,7 +280,11 @@ fn run(
         (None, None) => None,
     };
     let (swap_tx, swap_rx) = std::sync::mpsc::channel();
-    let active = Arc::new(std::sync::Mutex::new(link::ActiveModel::of(&model, saved_threshold.is_some())));
+    let active = Arc::new(std::sync::Mutex::new(link::ActiveModel::of(
+        &model,
+        saved_threshold.is_some(),
+        reject_saved,
+    )));
     let fw_dir = dir.as_deref().map(supervisor::firmware_dir);
     let mut port_thread = None;
     let mut next = Arc::new(std::sync::Mutex::new(Next::Exit));
@@ -289,7 +307,8 @@ fn run(
                 }),
                 _ => None,
             };
-            let flash = store.map(|store| link::Flasher::new(store, trusted, swap_tx, active, firmware));
+            let flash =
+                store.map(|store| link::Flasher::new(store, trusted, swap_tx, active, firmware, timing));
             let (control, end) = link::channel(identity, flash);
             let link_stop = Arc::clone(&stop);
             next.clone_from(&end.next());
@@ -300,7 +319,7 @@ fn run(
     let model = Swappable::new(model, swap_rx);
     let control = control.as_ref();
     let clock = MonotonicClock::default();
-    let line = Line { belt: &cfg.belt, fail_safe: &cfg.fail_safe, limits, saved_threshold, supervised };
+    let line = Line { timing, fail_safe: &cfg.fail_safe, limits, saved_threshold, supervised };
     let summary = match &cfg.reject {
         Output::Simulated => {
             run_line(source, model, SimPin::new(clock), false, clock, &line, Arc::clone(&stop), control)
@@ -324,7 +343,8 @@ fn run(
 
 /// How the line runs, beyond its devices.
 struct Line<'a> {
-    belt: &'a Belt,
+    /// Reject timing (the configuration's, or one saved over the link).
+    timing: kensa_fw::schedule::BeltTiming,
     fail_safe: &'a FailSafe,
     limits: RunLimits,
     /// A threshold saved over the link for this model.
@@ -414,9 +434,9 @@ fn run_line<P: OutputPin>(
 ) -> Result<Summary> {
     let pusher = Pusher::new(pin, active_low).map_err(|e| anyhow::anyhow!("reject output: {e:?}"))?;
     let threshold = kensa_fw::station::Inspector::threshold(&model);
-    let (belt, fail_safe) = (line.belt, line.fail_safe);
+    let fail_safe = line.fail_safe;
     let mut station =
-        Station::new(threshold, pusher, RejectScheduler::new(belt.timing()), clock, fail_safe.uninspected);
+        Station::new(threshold, pusher, RejectScheduler::new(line.timing), clock, fail_safe.uninspected);
     if let Some(out) = &fail_safe.line_stop {
         station = station.with_line_stop(line_stop_output(out, clock)?);
     }
@@ -425,18 +445,17 @@ fn run_line<P: OutputPin>(
         station.set_threshold(t);
     }
     let retry = Retry { first_ms: fail_safe.camera_retry_ms, max_ms: fail_safe.camera_retry_max_ms };
-    let delay_ms = belt.delay_ms;
     let mut healthy = line.supervised.is_none();
     Ok(line::run(source, model, &mut station, clock, line.limits, retry, stop, control, |r| {
         if !healthy && r.score.is_some() {
             healthy = true;
             line.supervised.inspect(|s| s.report_healthy());
         }
-        print_part(r, delay_ms, &clock)
+        print_part(r, &clock)
     }))
 }
 
-fn print_part(r: &PartResult, delay_ms: f64, clock: &MonotonicClock) {
+fn print_part(r: &PartResult, clock: &MonotonicClock) {
     let verdict = match r.verdict {
         Verdict::Ok => "OK",
         Verdict::Ng => "NG",
@@ -450,7 +469,11 @@ fn print_part(r: &PartResult, delay_ms: f64, clock: &MonotonicClock) {
     };
     let action = match r.action {
         Action::Pass => "pass".to_string(),
-        Action::Reject(_) => format!("reject at +{delay_ms:.0} ms"),
+        Action::Reject(Outcome::Scheduled { at_us }) => {
+            format!("reject at +{:.0} ms", at_us.saturating_sub(r.captured_us) as f64 / 1e3)
+        }
+        Action::Reject(Outcome::Merged { .. }) => "reject (shares a stroke)".to_string(),
+        Action::Reject(Outcome::Late { .. }) => "reject LATE".to_string(),
         Action::StopLine => "LINE STOP".to_string(),
     };
     let fault = r.fault.as_deref().map(|f| format!("  [{f}]")).unwrap_or_default();

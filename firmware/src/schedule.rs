@@ -23,6 +23,27 @@ pub struct BeltTiming {
     pub lead_us: u64,
 }
 
+impl BeltTiming {
+    /// This timing with a new delay and pulse width (ms, as a technician sets them),
+    /// or why they cannot work.
+    pub fn with_reject(self, delay_ms: f32, pulse_ms: f32) -> Result<Self, String> {
+        if !(pulse_ms.is_finite() && pulse_ms > 0.0 && pulse_ms <= 10_000.0) {
+            return Err(format!("pulse width {pulse_ms} ms is not in (0, 10000]"));
+        }
+        if !(delay_ms.is_finite() && delay_ms <= 600_000.0) {
+            return Err(format!("delay {delay_ms} ms is not a number up to 600000"));
+        }
+        let us = |ms: f32| (f64::from(ms) * 1000.0).round() as u64;
+        if delay_ms <= 0.0 || us(delay_ms) <= self.lead_us {
+            return Err(format!(
+                "delay {delay_ms} ms must be longer than the output's lead time ({} ms)",
+                self.lead_us as f64 / 1e3
+            ));
+        }
+        Ok(Self { delay_us: us(delay_ms), width_us: us(pulse_ms), ..self })
+    }
+}
+
 /// What happened to a reject request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -75,6 +96,11 @@ impl RejectScheduler {
     /// Timing in use.
     pub fn timing(&self) -> BeltTiming {
         self.timing
+    }
+
+    /// Use `timing` for parts rejected from now on; pulses already planned keep theirs.
+    pub fn set_timing(&mut self, timing: BeltTiming) {
+        self.timing = timing;
     }
 
     /// Ask for the part captured at `captured_us` to be pushed off; `now_us` is when the
@@ -173,6 +199,22 @@ mod tests {
             edges.extend(s.poll(d));
         }
         edges
+    }
+
+    #[test]
+    fn a_new_reject_timing_applies_to_later_parts_and_bad_values_are_named() {
+        let mut s = RejectScheduler::new(T);
+        assert_eq!(s.reject(0, 10_000), Outcome::Scheduled { at_us: 250_000 });
+        let slower = T.with_reject(400.0, 50.0).unwrap();
+        assert_eq!((slower.delay_us, slower.width_us, slower.lead_us), (400_000, 50_000, T.lead_us));
+        s.set_timing(slower);
+        assert_eq!(s.reject(100_000, 110_000), Outcome::Scheduled { at_us: 500_000 });
+        let edges = drain(&mut s, u64::MAX);
+        let times: Vec<(u64, bool)> = edges.iter().map(|e| (e.at_us, e.high)).collect();
+        assert_eq!(times, [(250_000, true), (280_000, false), (500_000, true), (550_000, false)]);
+        assert!(T.with_reject(1.0, 50.0).unwrap_err().contains("lead time"));
+        assert!(T.with_reject(400.0, 0.0).unwrap_err().contains("pulse width"));
+        assert!(T.with_reject(f32::NAN, 50.0).is_err());
     }
 
     #[test]

@@ -269,6 +269,25 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         self.drive_line_stop(false);
     }
 
+    /// Reject timing in force.
+    pub fn reject_timing(&self) -> crate::schedule::BeltTiming {
+        self.scheduler.timing()
+    }
+
+    /// Time rejects of parts decided from now on with `timing` (set over the diagnostics
+    /// link); strokes already planned keep theirs.
+    pub fn set_reject_timing(&mut self, timing: crate::schedule::BeltTiming) {
+        let old = self.scheduler.timing();
+        tracing::warn!(
+            from_delay_us = old.delay_us,
+            to_delay_us = timing.delay_us,
+            from_pulse_us = old.width_us,
+            to_pulse_us = timing.width_us,
+            "reject timing changed"
+        );
+        self.scheduler.set_timing(timing);
+    }
+
     /// The decision threshold in force.
     pub fn threshold(&self) -> f32 {
         self.threshold

@@ -84,13 +84,31 @@ impl Holds {
     }
 }
 
-/// A threshold set over the link, kept for the model it was set for.
+/// Settings changed over the link, kept across restarts.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    /// A decision threshold, for the model it was set for.
+    pub threshold: Option<SavedThreshold>,
+    /// Reject timing.
+    pub reject: Option<SavedReject>,
+}
+
+/// A threshold set over the link.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Settings {
+pub struct SavedThreshold {
     /// `onnx_sha256` of the model's manifest.
-    model: String,
+    pub model: String,
     /// The decision threshold.
-    threshold: f32,
+    pub value: f32,
+}
+
+/// Reject timing set over the link.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedReject {
+    /// Capture → pusher (ms).
+    pub delay_ms: f32,
+    /// Pulse width (ms).
+    pub pulse_ms: f32,
 }
 
 /// A store folder.
@@ -170,19 +188,27 @@ impl Store {
         write_durably(&self.dir, "active", format!("{slot}\n").as_bytes(), false)
     }
 
-    /// The threshold saved for the model whose graph has `model_sha256`.
-    pub fn saved_threshold(&self, model_sha256: &str) -> Option<f32> {
-        let text = fs::read_to_string(self.path("settings.json")).ok()?;
-        let s: Settings = serde_json::from_str(&text).ok()?;
-        (s.model == model_sha256 && s.threshold.is_finite()).then_some(s.threshold)
+    /// The saved settings (none when never saved, or when the file is damaged: the
+    /// configuration's and the model's values then apply).
+    pub fn settings(&self) -> Settings {
+        let path = self.path("settings.json");
+        let Ok(text) = fs::read_to_string(&path) else { return Settings::default() };
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::error!("{}: {e}; using the configured settings", path.display());
+            Settings::default()
+        })
     }
 
-    /// Keep `threshold` for the model whose graph has `model_sha256` (a model flashed
-    /// later brings its own threshold, and this one no longer applies).
-    pub fn save_threshold(&self, model_sha256: &str, threshold: f32) -> Result<(), StoreError> {
-        let s = Settings { model: model_sha256.to_string(), threshold };
-        let text = serde_json::to_string(&s).expect("settings serialise");
+    /// Keep `settings` across restarts.
+    pub fn save_settings(&self, settings: &Settings) -> Result<(), StoreError> {
+        let text = serde_json::to_string_pretty(settings).expect("settings serialise");
         write_durably(&self.dir, "settings.json", text.as_bytes(), false)
+    }
+
+    /// The threshold saved for the model whose graph has `model_sha256` (a model flashed
+    /// later brings its own threshold, and a saved one no longer applies).
+    pub fn saved_threshold(&self, model_sha256: &str) -> Option<f32> {
+        self.settings().threshold.filter(|t| t.model == model_sha256 && t.value.is_finite()).map(|t| t.value)
     }
 
     /// Start (or resume) uploading a package of `size` bytes with `sha256` (hex);
@@ -434,10 +460,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.saved_threshold("m1"), None);
-        s.save_threshold("m1", 0.75).unwrap();
+        let reject = SavedReject { delay_ms: 640.0, pulse_ms: 30.0 };
+        let saved = Settings {
+            threshold: Some(SavedThreshold { model: "m1".into(), value: 0.75 }),
+            reject: Some(reject),
+        };
+        s.save_settings(&saved).unwrap();
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.saved_threshold("m1"), Some(0.75), "survives a restart");
         assert_eq!(s.saved_threshold("m2"), None, "a new model brings its own threshold");
+        assert_eq!(s.settings().reject, Some(reject));
         fs::write(d.path().join("settings.json"), b"{garbage").unwrap();
         assert_eq!(s.saved_threshold("m1"), None, "a damaged file is ignored, not fatal");
     }

@@ -22,11 +22,19 @@ pub enum Action {
         #[arg(long)]
         count: Option<u64>,
     },
-    /// Change the decision threshold from the next part on.
+    /// Change settings from the next part on; a box with a store keeps them across
+    /// restarts (a threshold until another model is flashed).
+    #[command(group = clap::ArgGroup::new("setting").required(true).multiple(true))]
     Set {
-        /// New threshold (NG when score ≥ threshold; supervised scores can be negative).
-        #[arg(long, allow_negative_numbers = true)]
-        threshold: f32,
+        /// Decision threshold (NG when score ≥ threshold; supervised scores can be negative).
+        #[arg(long, allow_negative_numbers = true, group = "setting")]
+        threshold: Option<f32>,
+        /// Capture → pusher delay (ms): moves the stroke to where the part is.
+        #[arg(long, group = "setting")]
+        delay_ms: Option<f32>,
+        /// Pusher pulse width (ms).
+        #[arg(long, group = "setting")]
+        pulse_ms: Option<f32>,
     },
     /// Fire the reject output once (wiring check).
     TestReject,
@@ -96,10 +104,13 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
             say!("          {state}");
             say!("model     {}", i.model.as_deref().unwrap_or("none"));
             say!("source    {}", i.source);
+            let saved = |s: bool| if s { " (saved over the link)" } else { "" };
+            say!("threshold {:.4}{}", i.threshold, saved(i.threshold_saved));
             say!(
-                "threshold {:.4}{}",
-                i.threshold,
-                if i.threshold_saved { " (saved over the link)" } else { "" }
+                "reject    +{:.1} ms, {:.1} ms pulse{}",
+                i.reject_delay_ms,
+                i.reject_pulse_ms,
+                saved(i.reject_saved)
             );
             say!("uptime    {} s", i.uptime_s);
             say!("line stop {}", if i.line_stopped { "RAISED" } else { "clear" });
@@ -132,17 +143,32 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
             }
             link.call(RequestBody::Watch(false))?;
         }
-        Action::Set { threshold } => {
-            expect_done(link.call(RequestBody::SetThreshold(*threshold))?)?;
-            let Reply::Info(i) = link.call(RequestBody::Info)? else { bail!("unexpected answer to info") };
-            if i.threshold_saved {
-                say!(
-                    "threshold set to {threshold}, saved: kept across restarts until another model is flashed"
-                );
+        Action::Set { threshold, delay_ms, pulse_ms } => {
+            let info = |link: &mut Link| match link.call(RequestBody::Info)? {
+                Reply::Info(i) => Ok(i),
+                other => bail!("unexpected answer to info: {other:?}"),
+            };
+            if let Some(t) = threshold {
+                expect_done(link.call(RequestBody::SetThreshold(*t))?)?;
+            }
+            let reject = delay_ms.is_some() || pulse_ms.is_some();
+            if reject {
+                let now = info(&mut link)?;
+                let (delay_ms, pulse_ms) =
+                    (delay_ms.unwrap_or(now.reject_delay_ms), pulse_ms.unwrap_or(now.reject_pulse_ms));
+                expect_done(link.call(RequestBody::SetReject { delay_ms, pulse_ms })?)?;
+            }
+            let i = info(&mut link)?;
+            if threshold.is_some() {
+                say!("threshold {:.4}", i.threshold);
+            }
+            if reject {
+                say!("reject    +{:.1} ms, {:.1} ms pulse", i.reject_delay_ms, i.reject_pulse_ms);
+            }
+            if (threshold.is_none() || i.threshold_saved) && (!reject || i.reject_saved) {
+                say!("saved: kept across restarts (a threshold until another model is flashed)");
             } else {
-                say!(
-                    "threshold set to {threshold}, not saved: the box has no store, it lasts until a restart"
-                );
+                say!("not saved: the box has no store, this lasts until it restarts");
             }
         }
         Action::Restart => {

@@ -56,6 +56,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     noisy.extend(&seeds[9]);
     seeds.push(noisy);
     seeds.push(seeds[2][..seeds[2].len() / 2].to_vec());
+    // Settings, restart and a firmware upload.
+    for (id, body) in [
+        (20, RequestBody::SetReject { delay_ms: 640.0, pulse_ms: 35.0 }),
+        (21, RequestBody::Restart),
+        (
+            22,
+            RequestBody::FlashBegin {
+                target: FlashTarget::Firmware { signature: Some(vec![0x5a; 96]) },
+                size: 4 << 20,
+                sha256: "ab".repeat(32),
+            },
+        ),
+    ] {
+        seeds.push(encode(&Request { id, body })?);
+    }
     for (i, s) in seeds.iter().enumerate() {
         std::fs::write(dir.join(format!("seed{i:02}")), s)?;
     }

@@ -46,8 +46,16 @@ pub enum RequestBody {
     TestReject,
     /// Start (`true`) or stop streaming an [`Event::Inspection`] per part.
     Watch(bool),
-    /// Change the decision threshold from now on.
+    /// Change the decision threshold from now on (saved for the model in use when the
+    /// box has a store).
     SetThreshold(f32),
+    /// Change the reject timing from the next NG part on (saved when the box has a store).
+    SetReject {
+        /// Capture → part in front of the pusher (ms).
+        delay_ms: f32,
+        /// Pusher pulse width (ms).
+        pulse_ms: f32,
+    },
     /// Clear a raised line-stop output after the fault is fixed.
     ClearLineStop,
     /// The thumbnail of the `n`-th most recent NG or uninspected part that has one
@@ -190,6 +198,12 @@ pub struct BoxInfo {
     pub line_stopped: bool,
     /// Whether `threshold` is a saved override (set over the link) rather than the model's.
     pub threshold_saved: bool,
+    /// Capture → pusher delay in force (ms).
+    pub reject_delay_ms: f32,
+    /// Pusher pulse width in force (ms).
+    pub reject_pulse_ms: f32,
+    /// Whether the reject timing is a saved override rather than the configuration's.
+    pub reject_saved: bool,
     /// Lower-case hex SHA-256 of the running `kensa-fw` executable.
     pub firmware_sha256: String,
     /// How the running firmware is looked after.
@@ -271,6 +285,9 @@ mod tests {
                     source: "camera /dev/video0".into(),
                     line_stopped: true,
                     threshold_saved: true,
+                    reject_delay_ms: 812.5,
+                    reject_pulse_ms: 40.0,
+                    reject_saved: false,
                     firmware_sha256: "ab".repeat(32),
                     firmware_state: FirmwareState::Trial,
                 })),
@@ -330,6 +347,7 @@ mod tests {
             RequestBody::ClearLineStop,
             RequestBody::LastNg(3),
             RequestBody::Restart,
+            RequestBody::SetReject { delay_ms: 640.0, pulse_ms: 35.5 },
             RequestBody::FlashBegin {
                 target: FlashTarget::Firmware { signature: Some(vec![7; 96]) },
                 size: 1 << 24,
@@ -388,6 +406,8 @@ mod tests {
                 Just(RequestBody::Logs),
                 Just(RequestBody::Snapshot),
                 Just(RequestBody::Restart),
+                (any::<f32>(), any::<f32>())
+                    .prop_map(|(delay_ms, pulse_ms)| RequestBody::SetReject { delay_ms, pulse_ms }),
             ];
             (any::<u32>(), body).prop_map(|(id, body)| Request { id, body })
         }
@@ -418,7 +438,7 @@ mod tests {
                 proptest::option::of(".{0,40}"),
                 any::<f32>(),
                 ".{0,60}",
-                any::<[bool; 2]>(),
+                (any::<[bool; 3]>(), any::<[f32; 2]>()),
                 "[0-9a-f]{64}",
                 prop_oneof![
                     Just(FirmwareState::Unsupervised),
@@ -433,7 +453,7 @@ mod tests {
                         model,
                         threshold,
                         source,
-                        flags,
+                        (flags, reject),
                         firmware_sha256,
                         state,
                     )| {
@@ -446,6 +466,9 @@ mod tests {
                             source,
                             line_stopped: flags[0],
                             threshold_saved: flags[1],
+                            reject_delay_ms: reject[0],
+                            reject_pulse_ms: reject[1],
+                            reject_saved: flags[2],
                             firmware_sha256,
                             firmware_state: state,
                         }

@@ -160,7 +160,7 @@ fn firmware_is_flashed_on_trial_kept_when_healthy_and_rolled_back_when_not() {
 }
 
 #[test]
-fn a_saved_threshold_outlives_restarts_until_another_model_is_flashed() {
+fn saved_settings_outlive_restarts_and_a_threshold_lasts_until_another_model() {
     let dir = kensa_e2e::tempdir();
     let store = dir.path().join("store");
     let line = SerialLine::new();
@@ -169,10 +169,16 @@ fn a_saved_threshold_outlives_restarts_until_another_model_is_flashed() {
 
     let out = diag(&line, &["set", "--threshold", "1e9"]);
     assert!(out.contains("saved: kept across restarts"), "{out}");
+    let out = diag(&line, &["set", "--delay-ms", "640", "--pulse-ms", "35"]);
+    assert!(out.contains("reject    +640.0 ms, 35.0 ms pulse") && out.contains("saved: kept"), "{out}");
+    // A delay shorter than the output's lead time cannot be honoured: refused, not saved.
+    let err = kensa_e2e::run_err(kensa().arg("diag").arg(&line.host_port).args(["set", "--delay-ms", "1"]));
+    assert!(err.contains("lead time"), "{err}");
     assert!(diag(&line, &["restart"]).contains("restarting"));
     // The pipeline comes back (a new session, the same process) with the saved threshold.
     let info = info_when_up(&line);
     assert_eq!(field(&info, "threshold"), "1000000000.0000 (saved over the link)", "{info}");
+    assert_eq!(field(&info, "reject"), "+640.0 ms, 35.0 ms pulse (saved over the link)", "{info}");
     let parts = count(&diag(&line, &["status"]), "parts ");
     diag(&line, &["watch", "--count", "2"]);
     assert!(count(&diag(&line, &["status"]), "parts ") > parts, "inspecting after the restart");
@@ -190,6 +196,8 @@ fn a_saved_threshold_outlives_restarts_until_another_model_is_flashed() {
     run_ok(kensa().arg("flash").arg(&line.host_port).arg(&other));
     let switched = eventually(30, || field(&diag(&line, &["info"]), "threshold") == "7.5000");
     assert!(switched, "the flashed model's own threshold never took over");
+    let info = diag(&line, &["info"]);
+    assert_eq!(field(&info, "reject"), "+640.0 ms, 35.0 ms pulse (saved over the link)", "kept: {info}");
     assert_ne!(model_threshold, "7.5000");
 
     // With no store nothing can be saved, and the technician is told so.
