@@ -241,12 +241,13 @@ impl Flasher {
             }
             RequestBody::FlashCommit => {
                 let mut loaded = None;
+                let samples = self.store.samples();
                 let path = self
                     .store
                     .commit(|bytes| {
                         let mut m = Model::from_bytes(bytes, "flashed package", &self.trusted)
                             .map_err(|e| e.to_string())?;
-                        m.self_test()?;
+                        m.self_test(&samples)?;
                         loaded = Some(m);
                         Ok(())
                     })

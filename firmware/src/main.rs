@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use embedded_hal::digital::OutputPin;
 use kensa_fw::actuator::{PinSignal, Pusher, Signal, SimPin};
-use kensa_fw::camera::{DirSource, FrameSource, Roi, SyntheticConveyor, Triggered, V4l2Source};
+use kensa_fw::camera::{DirSource, FrameSource, Roi, Sampled, SyntheticConveyor, Triggered, V4l2Source};
 use kensa_fw::clock::{Clock, MonotonicClock};
 use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output, Trigger};
 use kensa_fw::line::{self, Retry, RunLimits, Summary};
@@ -257,6 +257,11 @@ fn run(
             Box::new(Triggered::new(source, photo_eye(chip, *line)?, Duration::from_millis(200), input))
         }
     };
+    // Frames for self-testing flashed models, written on their own thread.
+    let source: Box<dyn FrameSource + Send> = match &store {
+        Some(s) => Box::new(Sampled::new(source, sample_keeper(s.dir()), SAMPLE_EVERY)),
+        None => source,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = Vec::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -351,6 +356,25 @@ struct Line<'a> {
     saved_threshold: Option<f32>,
     /// Report healthy to the supervisor after the first scored part.
     supervised: Option<&'a Supervised>,
+}
+
+/// Keep a camera sample every this many frames (and the first of each run).
+const SAMPLE_EVERY: u64 = 1000;
+
+/// A thread writing camera samples into the store at `dir`; ends with the sender.
+fn sample_keeper(dir: &std::path::Path) -> std::sync::mpsc::SyncSender<image::DynamicImage> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<image::DynamicImage>(1);
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let Ok(store) = Store::open(&dir) else { return };
+        let start = store.next_sample_index();
+        for (i, frame) in rx.into_iter().enumerate() {
+            if let Err(e) = store.save_sample(start + i, &frame) {
+                tracing::warn!("keeping a camera sample: {e}");
+            }
+        }
+    });
+    tx
 }
 
 /// The built-in simulated line.

@@ -74,16 +74,22 @@ impl Model {
         format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height)
     }
 
-    /// Score a mid-grey frame of the model's input size: a package that loads but cannot
-    /// score, or scores NaN, fails here instead of on the line.
-    pub fn self_test(&mut self) -> Result<(), String> {
+    /// Score a mid-grey frame of the model's input size and `samples` (frames this box's
+    /// camera took): a package that loads but cannot score them, or scores NaN, fails
+    /// here instead of on the line.
+    pub fn self_test(&mut self, samples: &[DynamicImage]) -> Result<(), String> {
         let p = self.manifest().preprocess;
-        let frame =
+        let grey =
             DynamicImage::ImageLuma8(image::GrayImage::from_pixel(p.width, p.height, image::Luma([128])));
-        match self.score(&frame)? {
-            s if s.is_finite() => Ok(()),
-            s => Err(format!("self-test scored {s}")),
+        for (i, frame) in std::iter::once(&grey).chain(samples).enumerate() {
+            let what = if i == 0 { "a grey frame".to_string() } else { format!("camera sample {i}") };
+            match self.score(frame) {
+                Ok(s) if s.is_finite() => {}
+                Ok(s) => return Err(format!("self-test on {what} scored {s}")),
+                Err(e) => return Err(format!("self-test on {what} failed: {e}")),
+            }
         }
+        Ok(())
     }
 }
 

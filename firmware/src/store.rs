@@ -63,6 +63,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+/// Camera frames kept for self-testing flashed models.
+pub const SAMPLES: usize = 3;
+
 /// Largest package accepted (a bound on a staging file a broken host could grow).
 pub const MAX_PACKAGE: u64 = 256 << 20;
 
@@ -186,6 +189,36 @@ impl Store {
     /// Firmware: make `slot` active (it passed its trial).
     pub fn promote(&self, slot: &str) -> Result<(), StoreError> {
         write_durably(&self.dir, "active", format!("{slot}\n").as_bytes(), false)
+    }
+
+    /// Keep `image` as sample `index` (of [`SAMPLES`], rotating) for self-testing models.
+    pub fn save_sample(&self, index: usize, image: &image::DynamicImage) -> Result<(), StoreError> {
+        let dir = self.path("samples");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut png = Vec::new();
+        image
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| StoreError::Io { path: dir.clone(), source: std::io::Error::other(e) })?;
+        write_durably(&dir, &format!("sample-{}.png", index % SAMPLES), &png, false)
+    }
+
+    /// Where the next sample goes: the first free index, else the oldest sample's.
+    pub fn next_sample_index(&self) -> usize {
+        let age =
+            |i: usize| fs::metadata(self.path(&format!("samples/sample-{i}.png"))).and_then(|m| m.modified());
+        (0..SAMPLES)
+            .map(|i| (age(i).ok(), i))
+            .min_by_key(|(t, i)| (t.is_some(), *t, *i))
+            .map_or(0, |(_, i)| i)
+    }
+
+    /// The frames kept by [`Store::save_sample`] (unreadable ones are skipped).
+    pub fn samples(&self) -> Vec<image::DynamicImage> {
+        (0..SAMPLES)
+            .map(|i| self.path(&format!("samples/sample-{i}.png")))
+            .filter(|p| p.is_file())
+            .filter_map(|p| image::open(&p).inspect_err(|e| tracing::warn!("{}: {e}", p.display())).ok())
+            .collect()
     }
 
     /// The saved settings (none when never saved, or when the file is damaged: the
@@ -453,6 +486,24 @@ mod tests {
         assert_eq!(s.take_trial().unwrap().map(|t| t.0), Some("b".into()));
         // Not promoted (it failed its health check): the first stays active.
         assert_eq!(s.active_slot(), Some(("a".into(), first)));
+    }
+
+    #[test]
+    fn samples_rotate_over_a_few_files_and_damaged_ones_are_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        assert!(s.samples().is_empty());
+        assert_eq!(s.next_sample_index(), 0);
+        for i in 0..5u8 {
+            let img = image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(8, 6, image::Luma([i])));
+            s.save_sample(i as usize, &img).unwrap();
+        }
+        let mut levels: Vec<u8> = s.samples().iter().map(|m| m.to_luma8()[(0, 0)][0]).collect();
+        levels.sort();
+        assert_eq!(levels, [2, 3, 4], "the newest {SAMPLES} are kept");
+        assert!(s.next_sample_index() < SAMPLES);
+        fs::write(d.path().join("samples/sample-0.png"), b"not a png").unwrap();
+        assert_eq!(s.samples().len(), SAMPLES - 1);
     }
 
     #[test]

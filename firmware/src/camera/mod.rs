@@ -296,6 +296,51 @@ impl<S: FrameSource> FrameSource for Roi<S> {
     }
 }
 
+/// Hands a copy of the first frame, and of every `every`-th after it, to `samples` (a
+/// thread keeping them for self-testing flashed models on what this camera really sees).
+/// Never blocks: when the keeper is busy the copy is dropped.
+#[derive(Debug)]
+pub struct Sampled<S> {
+    inner: S,
+    samples: std::sync::mpsc::SyncSender<DynamicImage>,
+    every: u64,
+    seen: u64,
+}
+
+impl<S: FrameSource> Sampled<S> {
+    /// Wrap `inner`.
+    pub fn new(inner: S, samples: std::sync::mpsc::SyncSender<DynamicImage>, every: u64) -> Self {
+        Self { inner, samples, every: every.max(1), seen: 0 }
+    }
+}
+
+impl<S: FrameSource> FrameSource for Sampled<S> {
+    fn next_frame(&mut self) -> Result<Frame, FrameError> {
+        let f = self.inner.next_frame()?;
+        if self.seen.is_multiple_of(self.every) {
+            let _ = self.samples.try_send(f.image.clone());
+        }
+        self.seen += 1;
+        Ok(f)
+    }
+
+    fn interval_us(&self) -> Option<u64> {
+        self.inner.interval_us()
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
+
+    fn skip(&mut self) -> Option<bool> {
+        self.inner.skip()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
 /// Takes a frame only when a part arrives: each message on `edges` (a photo-eye edge,
 /// from `main`'s GPIO thread or a test) flushes the camera's stale buffers and captures
 /// the next frame. With no edge within `wait`, reports [`FrameError::Idle`] so the
@@ -348,6 +393,20 @@ impl<S: FrameSource> FrameSource for Triggered<S> {
 mod tests {
     use super::*;
     use kensa_shared::synth::Surface;
+
+    #[test]
+    fn samples_are_the_first_frame_and_every_nth_after_it_and_never_block() {
+        let spec = SynthSpec::square(Surface::Fabric, 32);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut s = Sampled::new(SyntheticConveyor::new(spec, 10.0, 0.3, 7), tx, 4);
+        let first = s.next_frame().unwrap();
+        assert_eq!(rx.try_recv().unwrap(), first.image);
+        let frames: Vec<Frame> = (1..12).map(|_| s.next_frame().unwrap()).collect();
+        // Frame 4 was handed over; frame 8 found the keeper busy and was dropped.
+        assert_eq!(rx.try_recv().unwrap(), frames[3].image);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(frames.last().unwrap().seq, 11, "every frame still reaches the line");
+    }
 
     #[test]
     fn synthetic_conveyor_is_reproducible_and_mixes_defects() {

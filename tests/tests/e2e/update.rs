@@ -183,6 +183,8 @@ fn saved_settings_outlive_restarts_and_a_threshold_lasts_until_another_model() {
     diag(&line, &["watch", "--count", "2"]);
     assert!(count(&diag(&line, &["status"]), "parts ") > parts, "inspecting after the restart");
 
+    // The box keeps a few camera frames to self-test the next model it is flashed with.
+    assert!(store.join("samples/sample-0.png").is_file());
     drop(fw);
     let _fw = start(&mut box_command(&line, &store));
     assert_eq!(field(&info_when_up(&line), "threshold"), "1000000000.0000 (saved over the link)");
