@@ -41,16 +41,34 @@ use crate::supervised::classifier::Classifier;
 /// by under 3 %.
 const MIN_QUANTIZED_FAN_IN: usize = 32;
 
-/// The scoring graph of `model` (ONNX bytes) at `precision`.
-pub fn graph(model: &TrainedModel, precision: Precision) -> Result<Vec<u8>> {
+/// Observed `(min, max)` of graph tensors, by name: the activation ranges an `int8`
+/// graph is quantised with.
+pub type Ranges = std::collections::HashMap<String, (f32, f32)>;
+
+/// Images calibrating an `int8` graph: the first of the model's training images.
+const CALIBRATION_IMAGES: usize = 16;
+
+/// The scoring graph of `model` (ONNX bytes) at `precision`; `Int8` needs the activation
+/// `ranges` ([`calibrate`]).
+pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>) -> Result<Vec<u8>> {
     let p = model.preprocess;
     let (h, w) = (p.height as i64, p.width as i64);
     let info = Backbone::load(&model.backbone, &model.features, h as usize, w as usize, 1)
         .context("loading the model's backbone")?
         .features;
     let mut g = GraphBuilder::extend(&model.backbone).context("the model's backbone is not valid ONNX")?;
-    if precision == Precision::Int8Weights {
-        g.quantize_weights(MIN_QUANTIZED_FAN_IN);
+    match precision {
+        Precision::Fp32 => {}
+        Precision::Int8Weights => {
+            g.quantize_weights(MIN_QUANTIZED_FAN_IN);
+        }
+        Precision::Int8 => {
+            let ranges = ranges.context("an int8 graph needs calibrated activation ranges")?;
+            let n = g.quantize_convs(ranges, MIN_QUANTIZED_FAN_IN);
+            tracing::info!("{n} convolutions quantised to QLinearConv");
+            // The convolutions left in float (stem, depthwise) keep int8 storage.
+            g.quantize_weights(MIN_QUANTIZED_FAN_IN);
+        }
     }
     let backbone_input = g.input_names().into_iter().next().context("the backbone has no input")?;
     g.remove_input(&backbone_input);
@@ -199,7 +217,7 @@ fn patchcore_head(g: &mut GraphBuilder, x: &str, pc: &PatchCore, precision: Prec
             g.constant_f32(bt_name, &bt_dims, &bt);
             bt
         }
-        Precision::Int8Weights => g.constant_q8(bt_name, &bt_dims, &bt, 1),
+        Precision::Int8Weights | Precision::Int8 => g.constant_q8(bt_name, &bt_dims, &bt, 1),
     };
     let mut bb = vec![0.0f32; rows];
     for (i, v) in bt.iter().enumerate() {
@@ -234,7 +252,7 @@ fn padim_head(g: &mut GraphBuilder, x: &str, pd: &Padim, precision: Precision) -
         Precision::Fp32 => {
             g.constant_f32("padim.precision", &dims, &pd.precision);
         }
-        Precision::Int8Weights => {
+        Precision::Int8Weights | Precision::Int8 => {
             g.constant_q8("padim.precision", &dims, &pd.precision, 0);
         }
     }
@@ -261,7 +279,23 @@ fn resize(g: &mut GraphBuilder, x: &str, sizes: [i64; 4]) -> String {
 
 /// The package of `model` at `precision`, with `metrics` measured at export.
 pub fn package(model: &TrainedModel, precision: Precision, metrics: Vec<(String, f64)>) -> Result<Package> {
-    let onnx = graph(model, precision)?;
+    package_calibrated(model, precision, metrics, None)
+}
+
+/// [`package`], an `int8` one calibrated on `calibration` (default: the first good
+/// training images of the folder the model was trained on).
+pub fn package_calibrated(
+    model: &TrainedModel,
+    precision: Precision,
+    metrics: Vec<(String, f64)>,
+    calibration: Option<&[image::DynamicImage]>,
+) -> Result<Package> {
+    let ranges = match (precision, calibration) {
+        (Precision::Int8, Some(images)) => Some(calibrate(model, images)?),
+        (Precision::Int8, None) => Some(calibrate(model, &calibration_images(model)?)?),
+        _ => None,
+    };
+    let onnx = graph(model, precision, ranges.as_ref())?;
     let t = &model.training;
     let manifest = Manifest {
         kind: model.head.name().into(),
@@ -282,6 +316,61 @@ pub fn package(model: &TrainedModel, precision: Precision, metrics: Vec<(String,
     Ok(Package::new(manifest, onnx))
 }
 
+/// The first [`CALIBRATION_IMAGES`] good training images (by name) of the folder the
+/// model was trained on.
+fn calibration_images(model: &TrainedModel) -> Result<Vec<image::DynamicImage>> {
+    let root = Path::new(&model.training.dataset);
+    let good = root.join("train").join("good");
+    let dir = if good.is_dir() { good } else { root.to_path_buf() };
+    let mut paths = crate::dataset::list_images(&dir)
+        .with_context(|| format!("int8 calibration reads the training images in {}", dir.display()))?;
+    paths.sort();
+    paths.truncate(CALIBRATION_IMAGES);
+    if paths.is_empty() {
+        bail!("int8 calibration found no training images in {}", dir.display());
+    }
+    paths.iter().map(|p| crate::dataset::open_image(p)).collect()
+}
+
+/// Run the fp32 graph on `images` (per tile when tiled) and record the range of every
+/// tensor an int8 graph quantises: the input and output of each quantisable convolution.
+pub fn calibrate(model: &TrainedModel, images: &[image::DynamicImage]) -> Result<Ranges> {
+    use tract_onnx::prelude::*;
+    let convs = GraphBuilder::extend(&model.backbone)
+        .context("the model's backbone is not valid ONNX")?
+        .quantizable_convs(MIN_QUANTIZED_FAN_IN);
+    let mut names: Vec<String> = convs.into_iter().flat_map(|(x, y)| [x, y]).collect();
+    names.sort();
+    names.dedup();
+    let onnx = graph(model, Precision::Fp32, None)?;
+    let p = model.preprocess;
+    let (h, w) = (p.height as usize, p.width as usize);
+    let plan = (|| -> TractResult<_> {
+        let mut m = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(&onnx))?;
+        m.set_input_fact(0, u8::fact([1, 3, h, w]).into())?;
+        m.select_outputs_by_name(&names)?;
+        m.into_optimized()?.into_runnable()
+    })()
+    .map_err(|e| anyhow::anyhow!("calibration graph: {e:#}"))?;
+    let mut ranges = Ranges::new();
+    for img in images {
+        for (_, crop) in kensa_shared::tiling::crops(model.tiling, img) {
+            let pixels: Vec<u8> = p.apply(&crop).iter().map(|&v| v as u8).collect();
+            let input = tract_ndarray::Array4::from_shape_vec((1, 3, h, w), pixels)?;
+            let out = plan.run(tvec!(Tensor::from(input).into())).map_err(|e| anyhow::anyhow!("calibration run: {e:#}"))?;
+            for (name, t) in names.iter().zip(out.iter()) {
+                let v = t.to_plain_array_view::<f32>().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+                let r = ranges.entry(name.clone()).or_insert((f32::INFINITY, f32::NEG_INFINITY));
+                for &x in v.iter() {
+                    r.0 = r.0.min(x);
+                    r.1 = r.1.max(x);
+                }
+            }
+        }
+    }
+    Ok(ranges)
+}
+
 /// `--precision` on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PrecisionArg {
@@ -289,6 +378,8 @@ pub enum PrecisionArg {
     Fp32,
     /// int8 weights (DequantizeLinear), f32 compute: ~4× smaller.
     Int8Weights,
+    /// int8 convolutions (QLinearConv, calibrated on the training images), f32 head.
+    Int8,
 }
 
 impl From<PrecisionArg> for Precision {
@@ -296,6 +387,7 @@ impl From<PrecisionArg> for Precision {
         match p {
             PrecisionArg::Fp32 => Precision::Fp32,
             PrecisionArg::Int8Weights => Precision::Int8Weights,
+            PrecisionArg::Int8 => Precision::Int8,
         }
     }
 }

@@ -4,6 +4,8 @@
 //! Only standard ONNX operators (default domain, opset 17) are emitted so the files load
 //! in tract, onnxruntime and the ONNX checker alike.
 
+use std::collections::HashMap;
+
 use prost::Message;
 use tract_onnx::pb::{
     self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
@@ -160,6 +162,105 @@ impl GraphBuilder {
         int8
     }
 
+    /// Convolutions whose weight is an initialiser with at least `min_fan_in` values per
+    /// output channel: `(input, output)` tensor names, in graph order.
+    pub fn quantizable_convs(&self, min_fan_in: usize) -> Vec<(String, String)> {
+        self.graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Conv" && n.input.len() >= 2)
+            .filter(|n| {
+                self.initializer(&n.input[1]).is_some_and(|w| {
+                    w.data_type == DataType::Float as i32
+                        && w.dims.len() == 4
+                        && w.dims[1..].iter().product::<i64>() as usize >= min_fan_in
+                })
+            })
+            .map(|n| (n.input[0].clone(), n.output[0].clone()))
+            .collect()
+    }
+
+    fn initializer(&self, name: &str) -> Option<&TensorProto> {
+        self.graph.initializer.iter().find(|t| t.name == name)
+    }
+
+    /// Rewrite the convolutions of [`Self::quantizable_convs`] into QOperator form:
+    /// `QuantizeLinear` (u8, per tensor) → `QLinearConv` (int8 weights per output channel,
+    /// int32 bias) → `DequantizeLinear`, with activation scales from `ranges` (observed
+    /// `(min, max)` of each input and output). Convolutions without ranges are left as
+    /// they are. Returns how many were rewritten.
+    pub fn quantize_convs(&mut self, ranges: &HashMap<String, (f32, f32)>, min_fan_in: usize) -> usize {
+        let targets = self.quantizable_convs(min_fan_in);
+        let nodes = std::mem::take(&mut self.graph.node);
+        let mut rewritten = 0;
+        for n in nodes {
+            let target = n.op_type == "Conv"
+                && targets.iter().any(|(x, y)| *x == n.input[0] && *y == n.output[0])
+                && ranges.contains_key(&n.input[0])
+                && ranges.contains_key(&n.output[0]);
+            if !target {
+                self.graph.node.push(n);
+                continue;
+            }
+            let (x, y) = (&n.input[0], &n.output[0]);
+            let w = self.initializer(&n.input[1]).expect("checked").clone();
+            let bias = n.input.get(2).filter(|b| !b.is_empty()).and_then(|b| self.initializer(b)).map(f32_data);
+            let (sx, zx) = u8_params(ranges[x]);
+            let (sy, zy) = u8_params(ranges[y]);
+            let (wq, ws) = quantize_symmetric(&f32_data(&w), &w.dims, 0);
+            let out_ch = ws.len();
+            let bq: Vec<i32> = (0..out_ch)
+                .map(|o| {
+                    let b = bias.as_ref().map_or(0.0, |b| b[o]);
+                    (f64::from(b) / (f64::from(sx) * f64::from(ws[o]))).round() as i32
+                })
+                .collect();
+            let p = self.fresh(&format!("{}.q", w.name));
+            let xs = self.constant_f32(&format!("{p}.x_scale"), &[], &[sx]);
+            let xz = self.push_initializer(&format!("{p}.x_zero"), &[], DataType::Uint8, vec![zx]);
+            let ys = self.constant_f32(&format!("{p}.y_scale"), &[], &[sy]);
+            let yz = self.push_initializer(&format!("{p}.y_zero"), &[], DataType::Uint8, vec![zy]);
+            let wn = self.push_initializer(
+                &format!("{p}.w"),
+                &w.dims,
+                DataType::Int8,
+                wq.iter().map(|v| *v as u8).collect(),
+            );
+            let wsn = self.constant_f32(&format!("{p}.w_scale"), &[out_ch as i64], &ws);
+            let wz = self.push_initializer(&format!("{p}.w_zero"), &[out_ch as i64], DataType::Int8, vec![0; out_ch]);
+            let bn = self.push_initializer(
+                &format!("{p}.bias"),
+                &[out_ch as i64],
+                DataType::Int32,
+                bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            );
+            let (xq, yq) = (format!("{p}.xq"), format!("{p}.yq"));
+            self.node("QuantizeLinear", &[x, &xs, &xz], &[&xq], &[]);
+            let name = self.fresh("QLinearConv");
+            self.graph.node.push(NodeProto {
+                name,
+                op_type: "QLinearConv".into(),
+                input: [&xq, &xs, &xz, &wn, &wsn, &wz, &ys, &yz, &bn].iter().map(|s| s.to_string()).collect(),
+                output: vec![yq.clone()],
+                attribute: n.attribute.clone(),
+                ..Default::default()
+            });
+            self.node("DequantizeLinear", &[&yq, &ys, &yz], &[y], &[]);
+            rewritten += 1;
+        }
+        // Float weights no node reads any more.
+        let used: std::collections::HashSet<&String> = self.graph.node.iter().flat_map(|n| &n.input).collect();
+        let keep: Vec<bool> = self
+            .graph
+            .initializer
+            .iter()
+            .map(|t| t.data_type != DataType::Float as i32 || used.contains(&t.name))
+            .collect();
+        let mut k = keep.iter();
+        self.graph.initializer.retain(|_| *k.next().expect("one flag per initialiser"));
+        rewritten
+    }
+
     fn push_initializer(&mut self, name: &str, dims: &[i64], ty: DataType, raw_data: Vec<u8>) -> String {
         self.graph.initializer.push(TensorProto {
             name: name.into(),
@@ -225,6 +326,14 @@ fn f32_data(t: &TensorProto) -> Vec<f32> {
     } else {
         t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     }
+}
+
+/// Asymmetric u8 scale and zero point covering `(min, max)` (widened to include 0, so
+/// zero padding is exact).
+pub fn u8_params((lo, hi): (f32, f32)) -> (f32, u8) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let s = ((hi - lo) / 255.0).max(1e-8);
+    (s, (-lo / s).round().clamp(0.0, 255.0) as u8)
 }
 
 /// `(outer, channels, inner)` of `dims` split around `axis`.

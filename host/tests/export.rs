@@ -10,7 +10,7 @@ use kensa_shared::package::Precision;
 
 mod common;
 
-use common::{exported, images, map_error, tract_outputs, trained, trained_supervised, trained_with};
+use common::{exported, exported_int8, images, map_error, tract_outputs, trained, trained_supervised, trained_with};
 
 #[test]
 fn exported_fp32_package_matches_training_time_scores_and_maps() {
@@ -63,6 +63,24 @@ fn int8_weight_package_is_a_quarter_the_size_and_scores_close_to_fp32() {
     }
 }
 
+#[test]
+fn int8_package_runs_its_convolutions_as_qlinearconv_and_scores_close_to_fp32() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained(dir.path());
+    let fp32 = exported(&model, Precision::Fp32);
+    let q = exported_int8(&model);
+    let qlinear = q.onnx.windows(11).filter(|w| *w == b"QLinearConv").count();
+    assert!(qlinear >= 10, "only {qlinear} QLinearConv in the int8 graph");
+    let ratio = q.to_bytes().len() as f64 / fp32.to_bytes().len() as f64;
+    for ((qs, qm), (fs, fm)) in tract_outputs(&q, &images()).iter().zip(&tract_outputs(&fp32, &images())) {
+        let e = map_error(qm, fm);
+        eprintln!("int8: map error {e:.4}, score {qs} vs {fs}, size {ratio:.2}");
+        // Documented tolerance for int8 (docs/benchmarks.md).
+        assert!(e <= 0.08, "int8 map differs from fp32 by {e} of its peak");
+        assert!((qs - fs).abs() <= 0.05 * fs.abs(), "int8 score {qs} vs fp32 {fs}");
+    }
+}
+
 /// onnxruntime (Python, from PyPI via tools/onnxruntime/env.sh) runs every flavour's
 /// graph, PatchCore, PaDiM and combined with a classifier: it passes the ONNX checker and agrees with tract within 1e-4.
 #[test]
@@ -87,6 +105,7 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
         ("padim-fp32", exported(&padim, Precision::Fp32)),
         ("padim-int8w", exported(&padim, Precision::Int8Weights)),
         ("combined-fp32", exported(&trained_supervised(dir.path(), true), Precision::Fp32)),
+        ("int8", exported_int8(&model)),
     ];
     let pre = pkgs[0].1.manifest.preprocess;
     let mut inputs = Vec::new();
@@ -119,9 +138,13 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
             let ort_map = read_f32(&dir.path().join(format!("{name}.in{i}.map")));
             let ort_score = read_f32(&dir.path().join(format!("{name}.in{i}.score")))[0];
             let e = map_error(&ort_map, map);
-            assert!(e <= 1e-4, "{name} image {i}: onnxruntime map differs from tract by {e} of its peak");
+            eprintln!("{name} image {i}: ort vs tract map {e:.2e}, score {ort_score} vs {score}");
+            // Float graphs agree to rounding; an int8 one may requantise a value to the
+            // neighbouring level in one runtime and not the other.
+            let tol = if pkg.manifest.precision == Precision::Int8 { 2e-2 } else { 1e-4 };
+            assert!(e <= tol, "{name} image {i}: onnxruntime map differs from tract by {e} of its peak");
             assert!(
-                (ort_score - score).abs() <= 1e-4 * score.abs().max(1.0),
+                (ort_score - score).abs() <= tol * score.abs().max(1.0),
                 "{name} image {i}: onnxruntime score {ort_score} vs tract {score}"
             );
         }

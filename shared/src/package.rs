@@ -42,6 +42,10 @@ pub enum Precision {
     /// Weights stored as int8 (per output channel, `DequantizeLinear`), f32 compute:
     /// about a quarter of the size, for flashing over a slow line.
     Int8Weights,
+    /// Static post-training quantisation in QOperator form: the backbone's convolutions
+    /// run as `QLinearConv` (u8 activations calibrated on training images, int8 weights
+    /// per output channel, int32 bias) on integer kernels; the head and the map stay f32.
+    Int8,
 }
 
 /// What the package is and how to use it.

@@ -32,6 +32,14 @@ pub fn trained_with(dir: &Path, method: Method) -> TrainedModel {
     train(&ds, &[], "synthetic wood", &opts).unwrap()
 }
 
+/// `model` exported as int8, calibrated on generated good parts (not the test images).
+pub fn exported_int8(model: &TrainedModel) -> Package {
+    let calibration: Vec<image::DynamicImage> =
+        (0..8u64).map(|i| image::DynamicImage::ImageLuma8(generate(&spec(), 500 + i, false).image)).collect();
+    let pkg = export::package_calibrated(model, Precision::Int8, vec![], Some(&calibration)).unwrap();
+    Package::from_bytes(&pkg.to_bytes()).unwrap()
+}
+
 /// Two good and two defective parts the model has not seen.
 pub fn images() -> Vec<image::DynamicImage> {
     (0..4u64).map(|i| image::DynamicImage::ImageLuma8(generate(&spec(), 100 + i, i % 2 == 0).image)).collect()
