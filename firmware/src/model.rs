@@ -145,6 +145,29 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/m.kpkg"), "{err}");
     }
 
+    /// Runs on every architecture the box is built for (aarch64 under qemu in CI): the
+    /// int8 path goes through tract's integer kernels for that CPU.
+    #[test]
+    fn the_int8_demo_package_scores_the_line_like_the_fp32_one() {
+        use crate::camera::{FrameSource, SyntheticConveyor};
+        use kensa_shared::synth::{Surface, SynthSpec};
+        let demo = include_bytes!("../../models/demo_brushed_metal.kpkg");
+        let demo8 = include_bytes!("../../models/demo_brushed_metal.int8.kpkg");
+        let mut fp32 = Model::from_bytes(demo, "fp32 demo", &[]).unwrap();
+        let mut int8 = Model::from_bytes(demo8, "int8 demo", &[]).unwrap();
+        assert_eq!(int8.manifest().precision, kensa_shared::package::Precision::Int8);
+        let threshold = fp32.threshold();
+        let mut line = SyntheticConveyor::new(SynthSpec::square(Surface::BrushedMetal, 256), 10.0, 0.5, 3);
+        for _ in 0..6 {
+            let f = line.next_frame().unwrap();
+            let (a, b) = (fp32.score(&f.image).unwrap(), int8.score(&f.image).unwrap());
+            assert!((a - b).abs() <= 0.05 * a.abs(), "frame {}: int8 {b} vs fp32 {a}", f.seq);
+            if (a - threshold).abs() > 0.1 * threshold {
+                assert_eq!(a >= threshold, b >= threshold, "frame {}: verdicts differ ({a} vs {b})", f.seq);
+            }
+        }
+    }
+
     #[test]
     fn a_box_with_trusted_keys_runs_only_packages_they_signed() {
         use ed25519_dalek::SigningKey;

@@ -357,7 +357,9 @@ pub fn calibrate(model: &TrainedModel, images: &[image::DynamicImage]) -> Result
         for (_, crop) in kensa_shared::tiling::crops(model.tiling, img) {
             let pixels: Vec<u8> = p.apply(&crop).iter().map(|&v| v as u8).collect();
             let input = tract_ndarray::Array4::from_shape_vec((1, 3, h, w), pixels)?;
-            let out = plan.run(tvec!(Tensor::from(input).into())).map_err(|e| anyhow::anyhow!("calibration run: {e:#}"))?;
+            let out = plan
+                .run(tvec!(Tensor::from(input).into()))
+                .map_err(|e| anyhow::anyhow!("calibration run: {e:#}"))?;
             for (name, t) in names.iter().zip(out.iter()) {
                 let v = t.to_plain_array_view::<f32>().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
                 let r = ranges.entry(name.clone()).or_insert((f32::INFINITY, f32::NEG_INFINITY));

@@ -204,7 +204,8 @@ impl GraphBuilder {
             }
             let (x, y) = (&n.input[0], &n.output[0]);
             let w = self.initializer(&n.input[1]).expect("checked").clone();
-            let bias = n.input.get(2).filter(|b| !b.is_empty()).and_then(|b| self.initializer(b)).map(f32_data);
+            let bias =
+                n.input.get(2).filter(|b| !b.is_empty()).and_then(|b| self.initializer(b)).map(f32_data);
             let (sx, zx) = u8_params(ranges[x]);
             let (sy, zy) = u8_params(ranges[y]);
             let (wq, ws) = quantize_symmetric(&f32_data(&w), &w.dims, 0);
@@ -227,7 +228,7 @@ impl GraphBuilder {
                 wq.iter().map(|v| *v as u8).collect(),
             );
             let wsn = self.constant_f32(&format!("{p}.w_scale"), &[out_ch as i64], &ws);
-            let wz = self.push_initializer(&format!("{p}.w_zero"), &[out_ch as i64], DataType::Int8, vec![0; out_ch]);
+            let wz = self.push_initializer(&format!("{p}.w_zero"), &[], DataType::Int8, vec![0]);
             let bn = self.push_initializer(
                 &format!("{p}.bias"),
                 &[out_ch as i64],
@@ -249,7 +250,8 @@ impl GraphBuilder {
             rewritten += 1;
         }
         // Float weights no node reads any more.
-        let used: std::collections::HashSet<&String> = self.graph.node.iter().flat_map(|n| &n.input).collect();
+        let used: std::collections::HashSet<&String> =
+            self.graph.node.iter().flat_map(|n| &n.input).collect();
         let keep: Vec<bool> = self
             .graph
             .initializer

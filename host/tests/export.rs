@@ -10,7 +10,9 @@ use kensa_shared::package::Precision;
 
 mod common;
 
-use common::{exported, exported_int8, images, map_error, tract_outputs, trained, trained_supervised, trained_with};
+use common::{
+    exported, exported_int8, images, map_error, tract_outputs, trained, trained_supervised, trained_with,
+};
 
 #[test]
 fn exported_fp32_package_matches_training_time_scores_and_maps() {
