@@ -217,8 +217,9 @@ impl Flasher {
                 self.target_store()?.write(*offset, data).map(Reply::FlashOffset).map_err(failed)
             }
             RequestBody::FlashCommit if matches!(self.uploading, Some(FlashTarget::Firmware { .. })) => {
-                let Some(FlashTarget::Firmware { signature }) = self.uploading.clone() else {
-                    unreachable!()
+                let signature = match &self.uploading {
+                    Some(FlashTarget::Firmware { signature }) => signature.clone(),
+                    _ => None,
                 };
                 let fw = self.firmware.as_mut().expect("checked at begin");
                 let trusted = &self.trusted;

@@ -291,10 +291,8 @@ fn run(
         reject_saved,
     )));
     let fw_dir = dir.as_deref().map(supervisor::firmware_dir);
-    let mut port_thread = None;
-    let mut next = Arc::new(std::sync::Mutex::new(Next::Exit));
-    let control = match serial {
-        None => None,
+    let (control, port_thread, next) = match serial {
+        None => (None, None, Arc::new(std::sync::Mutex::new(Next::Exit))),
         Some((port, baud)) => {
             let identity = link::Identity {
                 model: Arc::clone(&active),
@@ -316,9 +314,9 @@ fn run(
                 store.map(|store| link::Flasher::new(store, trusted, swap_tx, active, firmware, timing));
             let (control, end) = link::channel(identity, flash);
             let link_stop = Arc::clone(&stop);
-            next.clone_from(&end.next());
-            port_thread = Some(std::thread::spawn(move || link::run_port(port, baud, end, link_stop)));
-            Some(control)
+            let next = end.next();
+            let thread = std::thread::spawn(move || link::run_port(port, baud, end, link_stop));
+            (Some(control), Some(thread), next)
         }
     };
     let model = Swappable::new(model, swap_rx);
