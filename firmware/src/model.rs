@@ -149,7 +149,6 @@ mod tests {
     /// int8 path goes through tract's integer kernels for that CPU.
     #[test]
     fn the_int8_demo_package_scores_the_line_like_the_fp32_one() {
-        use crate::camera::{FrameSource, SyntheticConveyor};
         use kensa_shared::synth::{Surface, SynthSpec};
         let demo = include_bytes!("../../models/demo_brushed_metal.kpkg");
         let demo8 = include_bytes!("../../models/demo_brushed_metal.int8.kpkg");
@@ -157,14 +156,14 @@ mod tests {
         let mut int8 = Model::from_bytes(demo8, "int8 demo", &[]).unwrap();
         assert_eq!(int8.manifest().precision, kensa_shared::package::Precision::Int8);
         let threshold = fp32.threshold();
-        let mut line = SyntheticConveyor::new(SynthSpec::square(Surface::BrushedMetal, 256), 10.0, 0.5, 3);
-        for _ in 0..6 {
-            let f = line.next_frame().unwrap();
-            let (a, b) = (fp32.score(&f.image).unwrap(), int8.score(&f.image).unwrap());
-            assert!((a - b).abs() <= 0.05 * a.abs(), "frame {}: int8 {b} vs fp32 {a}", f.seq);
-            if (a - threshold).abs() > 0.1 * threshold {
-                assert_eq!(a >= threshold, b >= threshold, "frame {}: verdicts differ ({a} vs {b})", f.seq);
-            }
+        // One good part and one with debris: under qemu each inference takes minutes.
+        let spec = SynthSpec::square(Surface::BrushedMetal, 256);
+        for (seed, debris) in [(11, false), (12, true)] {
+            let part = DynamicImage::ImageLuma8(kensa_shared::synth::generate(&spec, seed, debris).image);
+            let (a, b) = (fp32.score(&part).unwrap(), int8.score(&part).unwrap());
+            assert!((a - b).abs() <= 0.05 * a.abs(), "debris {debris}: int8 {b} vs fp32 {a}");
+            assert_eq!(a >= threshold, debris, "the fp32 demo judges this part right ({a})");
+            assert_eq!(b >= threshold, debris, "debris {debris}: int8 verdict differs ({b} vs fp32 {a})");
         }
     }
 
