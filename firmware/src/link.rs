@@ -33,9 +33,10 @@ use kensa_shared::package::{Signature, VerifyingKey};
 /// Messages waiting for the port; beyond this, events are dropped.
 const OUT_QUEUE: usize = 256;
 
-/// The model in use, as the link reports it and keys saved settings by.
+/// What the box inspects with: the model (as the link reports it and keys a saved
+/// threshold by) and whether settings saved over the link override its defaults.
 #[derive(Debug, Clone, Default)]
-pub struct ActiveModel {
+pub struct InForce {
     /// Kind and input size, e.g. `patchcore 256x256`.
     pub name: String,
     /// `onnx_sha256` of its manifest.
@@ -46,7 +47,7 @@ pub struct ActiveModel {
     pub reject_saved: bool,
 }
 
-impl ActiveModel {
+impl InForce {
     /// The model `m`, with or without a saved threshold and reject timing in force.
     pub fn of(m: &Model, threshold_saved: bool, reject_saved: bool) -> Self {
         Self { name: m.describe(), sha256: m.manifest().onnx_sha256.clone(), threshold_saved, reject_saved }
@@ -57,7 +58,7 @@ impl ActiveModel {
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// Model in use; replaced when a flashed model takes over.
-    pub model: Arc<Mutex<ActiveModel>>,
+    pub model: Arc<Mutex<InForce>>,
     /// Frame source description.
     pub source: String,
     /// Daemon start.
@@ -76,6 +77,7 @@ impl Identity {
             None => FirmwareState::Unsupervised,
             Some((s, dir)) => match Store::open_for(dir, crate::store::Holds::Firmware) {
                 Ok(store) => s.state(&store),
+                // Unreadable: do not let a host take an unconfirmed firmware for committed.
                 Err(_) => FirmwareState::Trial,
             },
         }
@@ -140,7 +142,7 @@ pub struct Flasher {
     /// The inspector's intake of new models.
     pub swap: mpsc::Sender<Model>,
     /// Shown by `Info`, keys saved settings.
-    pub model: Arc<Mutex<ActiveModel>>,
+    pub model: Arc<Mutex<InForce>>,
     /// Present when firmware can be flashed (started by a supervisor).
     pub firmware: Option<FirmwareFlasher>,
     /// The upload in progress: a firmware one with its signature, or a model one.
@@ -155,7 +157,7 @@ impl Flasher {
         store: Store,
         trusted: Vec<VerifyingKey>,
         swap: mpsc::Sender<Model>,
-        model: Arc<Mutex<ActiveModel>>,
+        model: Arc<Mutex<InForce>>,
         firmware: Option<FirmwareFlasher>,
         timing: BeltTiming,
     ) -> Self {
@@ -257,7 +259,7 @@ impl Flasher {
                 let name = m.describe();
                 tracing::info!("flashed {} to {}", name, path.display());
                 if let Ok(mut active) = self.model.lock() {
-                    *active = ActiveModel::of(&m, false, active.reject_saved);
+                    *active = InForce::of(&m, false, active.reject_saved);
                 }
                 self.swap
                     .send(m)
@@ -560,10 +562,7 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            model: Arc::new(Mutex::new(ActiveModel {
-                name: "patchcore 256x256".into(),
-                ..Default::default()
-            })),
+            model: Arc::new(Mutex::new(InForce { name: "patchcore 256x256".into(), ..Default::default() })),
             source: "synthetic".into(),
             started: Instant::now(),
             logbook: crate::logbook::Logbook::default(),

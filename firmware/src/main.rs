@@ -285,11 +285,8 @@ fn run(
         (None, None) => None,
     };
     let (swap_tx, swap_rx) = std::sync::mpsc::channel();
-    let active = Arc::new(std::sync::Mutex::new(link::ActiveModel::of(
-        &model,
-        saved_threshold.is_some(),
-        reject_saved,
-    )));
+    let active =
+        Arc::new(std::sync::Mutex::new(link::InForce::of(&model, saved_threshold.is_some(), reject_saved)));
     let fw_dir = dir.as_deref().map(supervisor::firmware_dir);
     let (control, port_thread, next) = match serial {
         None => (None, None, Arc::new(std::sync::Mutex::new(Next::Exit))),
