@@ -102,6 +102,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// Set `flag` on SIGTERM and SIGINT; the ids unregister it.
+fn on_stop_signals(flag: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
+    [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]
+        .into_iter()
+        .map(|sig| signal_hook::flag::register(sig, Arc::clone(flag)).context("installing signal handlers"))
+        .collect()
+}
+
+/// SHA-256 (hex) of a file, streamed: an executable need not fit in memory twice.
+fn file_sha256(path: &std::path::Path) -> Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    std::io::copy(&mut f, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The first `n` bytes of a file (fewer if it is shorter).
+fn file_head(path: &std::path::Path, n: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(n).read_to_end(&mut head))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(head)
+}
+
 /// The store folder named on the command line or in the configuration.
 fn store_dir(args: &Args, cfg: &Config) -> Option<PathBuf> {
     args.store.clone().or_else(|| cfg.model.store.clone())
@@ -129,9 +156,7 @@ fn supervise(args: &Args) -> Result<ExitCode> {
     let mut sup =
         supervisor::Supervisor::new(store, installed, launcher, MonotonicClock::default(), timeout_us);
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
-    }
+    on_stop_signals(&stop)?;
     sup.run(&stop, |event| {
         use supervisor::Event;
         let line = match event {
@@ -164,16 +189,12 @@ fn daemon(args: &Args, logbook: &kensa_fw::logbook::Logbook) -> Result<ExitCode>
         });
     }
     let terminate = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&terminate)).context("installing signal handlers")?;
-    }
+    on_stop_signals(&terminate)?;
     // What the supervisor started (the running executable when unsupervised, or when it
     // started a launcher that exec'd it), and this machine's executable header.
     let exe = std::env::current_exe().context("locating the running executable")?;
     let image = supervised.as_ref().and_then(|s| s.image.clone()).unwrap_or_else(|| exe.clone());
-    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let header = read(&exe)?.into_iter().take(64).collect();
-    let firmware = (kensa_shared::sha256_hex(&read(&image)?), header);
+    let firmware = (file_sha256(&image)?, file_head(&exe, 64)?);
     loop {
         let (summary, next) = run(args, logbook.clone(), supervised.as_ref(), &firmware)?;
         match next {
@@ -218,10 +239,10 @@ fn run(
         (None, None, true) => Model::from_bytes(DEMO_MODEL, "built-in demo model", &trusted)?,
         (None, None, false) => Model::load(&cfg.model.path, &trusted)?,
     };
-    let saved_threshold = store.as_ref().and_then(|s| s.saved_threshold(&model.manifest().onnx_sha256));
+    let settings = store.as_ref().map(Store::settings).unwrap_or_default();
+    let saved_threshold = settings.threshold_for(&model.manifest().onnx_sha256);
     let mut timing = cfg.belt.timing();
-    let saved_reject = store.as_ref().and_then(|s| s.settings().reject);
-    let reject_saved = match saved_reject.map(|r| timing.with_reject(r.delay_ms, r.pulse_ms)) {
+    let reject_saved = match settings.reject.map(|r| timing.with_reject(r.delay_ms, r.pulse_ms)) {
         Some(Ok(t)) => {
             tracing::warn!("using the reject timing saved over the link: {t:?}");
             timing = t;
@@ -263,11 +284,7 @@ fn run(
         None => source,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let mut signals = Vec::new();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signals
-            .push(signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?);
-    }
+    let signals = on_stop_signals(&stop)?;
     let limits = RunLimits { parts: args.parts.or(args.sim.then_some(40)) };
     let m = model.manifest();
     println!(

@@ -96,6 +96,14 @@ pub struct Settings {
     pub reject: Option<SavedReject>,
 }
 
+impl Settings {
+    /// The saved threshold if it was set for the model whose graph has `model_sha256`
+    /// (a model flashed later brings its own threshold, and a saved one no longer applies).
+    pub fn threshold_for(&self, model_sha256: &str) -> Option<f32> {
+        self.threshold.as_ref().filter(|t| t.model == model_sha256 && t.value.is_finite()).map(|t| t.value)
+    }
+}
+
 /// A threshold set over the link.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SavedThreshold {
@@ -238,10 +246,9 @@ impl Store {
         write_durably(&self.dir, "settings.json", text.as_bytes(), false)
     }
 
-    /// The threshold saved for the model whose graph has `model_sha256` (a model flashed
-    /// later brings its own threshold, and a saved one no longer applies).
+    /// The threshold saved for the model whose graph has `model_sha256`.
     pub fn saved_threshold(&self, model_sha256: &str) -> Option<f32> {
-        self.settings().threshold.filter(|t| t.model == model_sha256 && t.value.is_finite()).map(|t| t.value)
+        self.settings().threshold_for(model_sha256)
     }
 
     /// Start (or resume) uploading a package of `size` bytes with `sha256` (hex);
