@@ -4,12 +4,11 @@
 //!
 //! ```text
 //! pixels u8 [1,3,H,W] → Cast → backbone → AveragePool 3×3 (count_include_pad) per feature
-//!   → Resize (linear, asymmetric) to the finest grid → Concat → [h·w, C]
+//!   → Y·f·Xᵀ (MatMul ×2: bilinear resize to the finest grid) → Concat → [h·w, C]
 //!   → PatchCore: x −= mean(B); min_j(|b_j|² − 2·x·Bᵀ) (MatMul, ReduceMin) + |x|² → Relu → Sqrt
 //!     or PaDiM: Gather channels − μ → [P,1,d] × Λ [P,d,d] (MatMul) · δ → ReduceSum → Sqrt
-//!   → [1,1,h,w]
-//!   → Resize to [H,W] → Slice+Pad(edge) (cell offset) → Pad(reflect)+Conv ×2 (Gaussian)
-//!   → anomaly_map [1,1,H,W] → TopK → ReduceMean → score [1]
+//!   → [h,w] → Y·grid·Xᵀ (MatMul ×2: bilinear resize to [H,W], cell offset, Gaussian blur)
+//!   → anomaly_map [1,1,H,W] → Slice (every 4th px each way) → TopK → ReduceMean → score [1]
 //! ```
 //!
 //! Each step is the exact twin of the training-time code in `anomaly::{embed, map,
@@ -26,7 +25,8 @@ use kensa_shared::package::{
 use kensa_shared::runtime::Runner;
 use tract_onnx::pb::tensor_proto::DataType;
 
-use crate::anomaly::{embed::POOL, map};
+use crate::anomaly::embed::{POOL, resize_plane};
+use crate::anomaly::map;
 use crate::anomaly::{padim::Padim, patchcore::PatchCore};
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, OnError};
@@ -92,7 +92,13 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
         parts.push(if (f.height as i64, f.width as i64) == (gh, gw) {
             pooled
         } else {
-            resize(&mut g, &pooled, [1, f.channels as i64, gh, gw])
+            let (fh, fw) = (f.height, f.width);
+            let ops = map::separable_operators(
+                |p| resize_plane(p, fh, fw, gh as usize, gw as usize),
+                (fh, fw),
+                (gh as usize, gw as usize),
+            );
+            separable(&mut g, "align", &pooled, ops, (fh as i64, fw as i64), (gh, gw))
         });
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
@@ -103,35 +109,27 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
     let x = g.op("Reshape", &[&nhwc, &shape], &[]);
 
     let d = head(&mut g, &x, &model.head, precision);
-    let grid_shape = g.constant_i64("grid.shape", &[4], &[1, 1, gh, gw]);
-    let grid = g.op("Reshape", &[&d, &grid_shape], &[]);
 
-    // Map: upsample, correct the cell offset, blur.
-    let up = resize(&mut g, &grid, [1, 1, h, w]);
-    let o = map::CELL_OFFSET as i64;
-    let starts = g.constant_i64("shift.starts", &[2], &[o, o]);
-    let ends = g.constant_i64("shift.ends", &[2], &[h, w]);
-    let axes = g.constant_i64("shift.axes", &[2], &[2, 3]);
-    let cut = g.op("Slice", &[&up, &starts, &ends, &axes], &[]);
-    let pads = g.constant_i64("shift.pads", &[8], &[0, 0, 0, 0, 0, 0, o, o]);
-    let shifted = g.op("Pad", &[&cut, &pads], &[("mode", Attr::Str("edge"))]);
-    let taps = map::gaussian_taps(map::SIGMA);
-    let k = taps.len() as i64;
-    let r = k / 2;
-    let pad_x = g.constant_i64("blur.pad_x", &[8], &[0, 0, 0, r, 0, 0, 0, r]);
-    let px = g.op("Pad", &[&shifted, &pad_x], &[("mode", Attr::Str("reflect"))]);
-    let kx = g.constant_f32("blur.kx", &[1, 1, 1, k], &taps);
-    let bx = g.op("Conv", &[&px, &kx], &[]);
-    let pad_y = g.constant_i64("blur.pad_y", &[8], &[0, 0, r, 0, 0, 0, r, 0]);
-    let py = g.op("Pad", &[&bx, &pad_y], &[("mode", Attr::Str("reflect"))]);
-    let ky = g.constant_f32("blur.ky", &[1, 1, k, 1], &taps);
-    g.node("Conv", &[&py, &ky], &[MAP_OUTPUT], &[]);
+    // Map: upsample, correct the cell offset and blur, all as `Y · grid · Xᵀ`.
+    let (hu, wu, ghu, gwu) = (h as usize, w as usize, gh as usize, gw as usize);
+    let ops = map::separable_operators(|p| map::anomaly_map(p, ghu, gwu, hu, wu), (ghu, gwu), (hu, wu));
+    let plane_shape = g.constant_i64("grid.plane", &[2], &[gh, gw]);
+    let plane = g.op("Reshape", &[&d, &plane_shape], &[]);
+    let wide = separable(&mut g, "map", &plane, ops, (gh, gw), (h, w));
+    let map_shape = g.constant_i64("map.shape", &[4], &[1, 1, h, w]);
+    g.node("Reshape", &[&wide, &map_shape], &[MAP_OUTPUT], &[]);
 
-    // Score: mean of the top share of the map.
-    let n = h * w;
+    // Score: mean of the top share of the map's samples.
+    let stride = map::SCORE_STRIDE as i64;
+    let s_starts = g.constant_i64("score.starts", &[2], &[0, 0]);
+    let s_ends = g.constant_i64("score.ends", &[2], &[h, w]);
+    let s_axes = g.constant_i64("score.axes", &[2], &[2, 3]);
+    let s_steps = g.constant_i64("score.steps", &[2], &[stride, stride]);
+    let samples = g.op("Slice", &[MAP_OUTPUT, &s_starts, &s_ends, &s_axes, &s_steps], &[]);
+    let n = ((h + stride - 1) / stride) * ((w + stride - 1) / stride);
     let top = map::top_count(model.score_top_share, n as usize) as i64;
     let flat_shape = g.constant_i64("score.flat", &[2], &[1, n]);
-    let flat = g.op("Reshape", &[MAP_OUTPUT, &flat_shape], &[]);
+    let flat = g.op("Reshape", &[&samples, &flat_shape], &[]);
     let kk = g.constant_i64("score.k", &[1], &[top]);
     let (values, indices) = (g.fresh("topk_values"), g.fresh("topk_indices"));
     g.node("TopK", &[&flat, &kk], &[&values, &indices], &[("axis", Attr::Int(-1))]);
@@ -266,15 +264,27 @@ fn padim_head(g: &mut GraphBuilder, x: &str, pd: &Padim, precision: Precision) -
     g.op("Sqrt", &[&q], &[])
 }
 
-/// `Resize` of `x` to `sizes`, bilinear with asymmetric coordinates (as `embed::resize_plane`).
-fn resize(g: &mut GraphBuilder, x: &str, sizes: [i64; 4]) -> String {
-    let name = g.fresh("resize.sizes");
-    let sizes = g.constant_i64(&name, &[4], &sizes);
-    g.op(
-        "Resize",
-        &[x, "", "", &sizes],
-        &[("mode", Attr::Str("linear")), ("coordinate_transformation_mode", Attr::Str("asymmetric"))],
-    )
+/// `Y · x · Xᵀ` over the last two axes of `x` (`src` = their sizes, `dst` = the
+/// result's), from [`map::separable_operators`].
+fn separable(
+    g: &mut GraphBuilder,
+    prefix: &str,
+    x: &str,
+    (rows, cols): (Vec<f32>, Vec<f32>),
+    (sh, sw): (i64, i64),
+    (dh, dw): (i64, i64),
+) -> String {
+    let mut cols_t = vec![0.0f32; cols.len()];
+    for (c, col) in cols.chunks_exact(sw as usize).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            cols_t[i * dw as usize + c] = *v;
+        }
+    }
+    let (rn, cn) = (g.fresh(&format!("{prefix}.rows")), g.fresh(&format!("{prefix}.cols_t")));
+    let rows = g.constant_f32(&rn, &[dh, sh], &rows);
+    let cols_t = g.constant_f32(&cn, &[sw, dw], &cols_t);
+    let wide = g.op("MatMul", &[x, &cols_t], &[]);
+    g.op("MatMul", &[&rows, &wide], &[])
 }
 
 /// The package of `model` at `precision`, with `metrics` measured at export.
@@ -303,7 +313,11 @@ pub fn package_calibrated(
         tiling: model.tiling,
         threshold: model.threshold.value,
         threshold_rule: model.threshold.rule.to_string(),
-        score: format!("mean of the highest {:.1} % of the anomaly map", 100.0 * model.score_top_share),
+        score: format!(
+            "mean of the highest {:.1} % of the anomaly map, sampled every {} px",
+            100.0 * model.score_top_share,
+            map::SCORE_STRIDE
+        ),
         precision,
         training: format!(
             "{} good + {} defective images from {}, coreset {:?}, seed {}",

@@ -242,7 +242,7 @@ impl TrainedModel {
         let p = self.preprocess;
         let (h, w) = (p.height as usize, p.width as usize);
         let m = map::anomaly_map(&self.head.patch_scores(pt), pt.h, pt.w, h, w);
-        Scored { score: map::image_score(&m, self.score_top_share), map: m, width: w, height: h }
+        Scored { score: map::image_score(&m, w, self.score_top_share), map: m, width: w, height: h }
     }
 
     /// The model inputs cut from `img`: its tiles, or the whole image as one "tile".
@@ -388,7 +388,7 @@ impl Scorer {
         let p = self.model.preprocess;
         let m = map::anomaly_map(&grid, patches.h, patches.w, p.height as usize, p.width as usize);
         let scored = Scored {
-            score: map::image_score(&m, self.model.score_top_share),
+            score: map::image_score(&m, p.width as usize, self.model.score_top_share),
             map: m,
             width: p.width as usize,
             height: p.height as usize,

@@ -192,7 +192,7 @@ pub fn train_supervised(ds: &Dataset, dataset_name: &str, opts: &SupervisedOptio
                 .par_iter()
                 .map(|(a, s)| {
                     let z = mix(a, s, a_std.times(w), c_std.times(1.0 - w));
-                    map::image_score(&map::anomaly_map(&z, gh, gw, h, wd), base.score_top_share)
+                    map::image_score(&map::anomaly_map(&z, gh, gw, h, wd), wd, base.score_top_share)
                 })
                 .collect();
             let auroc = metrics::auroc(&scores, &positive).unwrap_or(0.0);
