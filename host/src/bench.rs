@@ -68,9 +68,15 @@ pub fn run_package(runner: &Runner, images: &[DynamicImage], runs: usize) -> Res
     Ok(stat(&times))
 }
 
-/// Per-op time of the package graph on `img`, slowest first (ms per run).
-pub fn profile_package(runner: &Runner, img: &DynamicImage, runs: usize) -> Result<Vec<(String, f64)>> {
-    Ok(runner.profile(&runner.pixels(img), runs)?)
+/// Per-op (or, with `by_node`, per-node) time of the package graph on `img`, slowest
+/// first (ms per run).
+pub fn profile_package(
+    runner: &Runner,
+    img: &DynamicImage,
+    runs: usize,
+    by_node: bool,
+) -> Result<Vec<(String, f64)>> {
+    Ok(runner.profile(&runner.pixels(img), runs, by_node)?)
 }
 
 #[cfg(test)]

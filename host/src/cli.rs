@@ -72,9 +72,10 @@ enum Command {
         /// With --package: tract threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// With --package: also print where the time goes, op by op.
-        #[arg(long)]
-        profile: bool,
+        /// With --package: also print where the time goes, by op kind (`--profile`) or
+        /// node by node (`--profile=nodes`).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "ops", value_parser = ["ops", "nodes"])]
+        profile: Option<String>,
         /// Images scored in turn (default: one generated part).
         images: Vec<PathBuf>,
         /// Images timed after the warm-up.
@@ -654,8 +655,8 @@ impl Cli {
                     );
                     let s = bench::run_package(&runner, &imgs, runs)?;
                     say!("      graph  p50 {:8.2} ms   p90 {:8.2} ms", s.p50_ms, s.p90_ms);
-                    if profile {
-                        for (op, ms) in bench::profile_package(&runner, &imgs[0], runs)? {
+                    if let Some(by) = profile {
+                        for (op, ms) in bench::profile_package(&runner, &imgs[0], runs, by == "nodes")? {
                             say!("{op:>28}  {ms:8.2} ms");
                         }
                     }

@@ -5,7 +5,8 @@
 //! ```text
 //! pixels u8 [1,3,H,W] → Cast → backbone → AveragePool 3×3 (count_include_pad) per feature
 //!   → Y·f·Xᵀ (MatMul ×2: bilinear resize to the finest grid) → Concat → [h·w, C]
-//!   → PatchCore: x −= mean(B); min_j(|b_j|² − 2·x·Bᵀ) (MatMul, ReduceMin) + |x|² → Relu → Sqrt
+//!   → PatchCore: x −= mean(B); min_j(|b_j|² − 2·x·Bᵀ) (MatMul + ReduceMin per 768 bank rows,
+//!     Concat, ReduceMin) + |x|² → Relu → Sqrt
 //!     or PaDiM: Gather channels − μ → [P,1,d] × Λ [P,d,d] (MatMul) · δ → ReduceSum → Sqrt
 //!   → [h,w] → Y·grid·Xᵀ (MatMul ×2: bilinear resize to [H,W], cell offset, Gaussian blur)
 //!   → anomaly_map [1,1,H,W] → Slice (every 4th px each way) → TopK → ReduceMean → score [1]
@@ -98,7 +99,9 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
                 (fh, fw),
                 (gh as usize, gw as usize),
             );
-            separable(&mut g, "align", &pooled, ops, (fh as i64, fw as i64), (gh, gw))
+            // Interpolation weights stay f32 at every precision: 4 KB, and in int8 they
+            // would move every feature.
+            separable(&mut g, "align", &pooled, ops, (fh as i64, fw as i64), (gh, gw), false)
         });
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
@@ -115,7 +118,7 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
     let ops = map::separable_operators(|p| map::anomaly_map(p, ghu, gwu, hu, wu), (ghu, gwu), (hu, wu));
     let plane_shape = g.constant_i64("grid.plane", &[2], &[gh, gw]);
     let plane = g.op("Reshape", &[&d, &plane_shape], &[]);
-    let wide = separable(&mut g, "map", &plane, ops, (gh, gw), (h, w));
+    let wide = separable(&mut g, "map", &plane, ops, (gh, gw), (h, w), precision != Precision::Fp32);
     let map_shape = g.constant_i64("map.shape", &[4], &[1, 1, h, w]);
     g.node("Reshape", &[&wide, &map_shape], &[MAP_OUTPUT], &[]);
 
@@ -181,6 +184,9 @@ fn affine(g: &mut GraphBuilder, x: &str, a: Affine) -> String {
     g.op("Add", &[&y, &offset], &[])
 }
 
+/// Bank rows per product in the PatchCore head (see [`patchcore_head`]).
+const BANK_CHUNK: usize = 768;
+
 /// PatchCore head: `[P, dim]` patches → `[P]` distance to the nearest bank row.
 fn patchcore_head(g: &mut GraphBuilder, x: &str, pc: &PatchCore, precision: Precision) -> String {
     let dim = pc.dim as i64;
@@ -199,34 +205,46 @@ fn patchcore_head(g: &mut GraphBuilder, x: &str, pc: &PatchCore, precision: Prec
     let x = g.op("Sub", &[x, &centre], &[]);
     // x · Bᵀ with the reduction along the contiguous axis: B · xᵀ lets tract pack the
     // bank once (matmul 53 → 43 ms on magnetic_tile) but its ReduceMin over the strided
-    // axis then costs 63 ms instead of 3.
-    let mut bt = vec![0.0f32; pc.dim * rows];
-    for (j, row) in pc.bank.chunks_exact(pc.dim).enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            bt[c * rows + j] = -2.0 * (v - mean[c]);
+    // axis then costs 63 ms instead of 3. The bank goes in slices of BANK_CHUNK rows,
+    // each with its own ReduceMin: a slice's products (1 024 × 768 × 4 B = 3 MB) stay in
+    // cache, where one product over the whole bank streams 24 MB out and back. (An
+    // element-wise Min across slices instead is fused by tract into one pass after all
+    // products, which brings the 24 MB back.)
+    let mut minima = Vec::new();
+    for (ci, first) in (0..rows).step_by(BANK_CHUNK).enumerate() {
+        let n = BANK_CHUNK.min(rows - first);
+        let mut bt = vec![0.0f32; pc.dim * n];
+        for (j, row) in pc.bank.chunks_exact(pc.dim).skip(first).take(n).enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                bt[c * n + j] = -2.0 * (v - mean[c]);
+            }
         }
-    }
-    let bt_dims = [dim, rows as i64];
-    let bt_name = "bank.minus2_t";
-    // Int8 bank: one scale per bank row (column of Bᵀ), and |b|² from the dequantised
-    // rows so the distance stays a true squared distance.
-    let bt = match precision {
-        Precision::Fp32 => {
-            g.constant_f32(bt_name, &bt_dims, &bt);
-            bt
+        let bt_dims = [dim, n as i64];
+        let bt_name = format!("bank.{ci}.minus2_t");
+        // Int8 bank: one scale per bank row (column of Bᵀ), and |b|² from the
+        // dequantised rows so the distance stays a true squared distance.
+        let bt = match precision {
+            Precision::Fp32 => {
+                g.constant_f32(&bt_name, &bt_dims, &bt);
+                bt
+            }
+            Precision::Int8Weights | Precision::Int8 => g.constant_q8(&bt_name, &bt_dims, &bt, 1),
+        };
+        let mut bb = vec![0.0f32; n];
+        for (i, v) in bt.iter().enumerate() {
+            bb[i % n] += 0.25 * v * v;
         }
-        Precision::Int8Weights | Precision::Int8 => g.constant_q8(bt_name, &bt_dims, &bt, 1),
-    };
-    let mut bb = vec![0.0f32; rows];
-    for (i, v) in bt.iter().enumerate() {
-        bb[i % rows] += 0.25 * v * v;
+        let bb = g.constant_f32(&format!("bank.{ci}.sq_norm"), &[1, n as i64], &bb);
+        let dots = g.op("MatMul", &[&x, &bt_name], &[]);
+        let d2 = g.op("Add", &[&dots, &bb], &[]);
+        minima.push(g.op("ReduceMin", &[&d2], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]));
     }
-    let bb = g.constant_f32("bank.sq_norm", &[1, rows as i64], &bb);
-    let dots = g.op("MatMul", &[&x, bt_name], &[]);
-    let d2 = g.op("Add", &[&dots, &bb], &[]);
+    let refs: Vec<&str> = minima.iter().map(String::as_str).collect();
+    let d2 =
+        if refs.len() == 1 { minima[0].clone() } else { g.op("Concat", &refs, &[("axis", Attr::Int(1))]) };
+    let d2 = g.op("ReduceMin", &[&d2], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))]);
     // min_j(|b_j|² − 2 x·b_j), then |x|² once per patch (not once per bank row), as
     // the training-time search does.
-    let d2 = g.op("ReduceMin", &[&d2], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))]);
     let xx = g.op("ReduceSumSquare", &[&x], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))]);
     let d2 = g.op("Add", &[&d2, &xx], &[]);
     let d2 = g.op("Relu", &[&d2], &[]);
@@ -265,7 +283,9 @@ fn padim_head(g: &mut GraphBuilder, x: &str, pd: &Padim, precision: Precision) -
 }
 
 /// `Y · x · Xᵀ` over the last two axes of `x` (`src` = their sizes, `dst` = the
-/// result's), from [`map::separable_operators`].
+/// result's), from [`map::separable_operators`]; with `int8`, `Y` and `X` are stored
+/// as int8 per row of `Y` and `X` (a map's are 64 KB in f32, 7 % of battery_weld's int8 package).
+#[allow(clippy::too_many_arguments)]
 fn separable(
     g: &mut GraphBuilder,
     prefix: &str,
@@ -273,6 +293,7 @@ fn separable(
     (rows, cols): (Vec<f32>, Vec<f32>),
     (sh, sw): (i64, i64),
     (dh, dw): (i64, i64),
+    int8: bool,
 ) -> String {
     let mut cols_t = vec![0.0f32; cols.len()];
     for (c, col) in cols.chunks_exact(sw as usize).enumerate() {
@@ -281,10 +302,15 @@ fn separable(
         }
     }
     let (rn, cn) = (g.fresh(&format!("{prefix}.rows")), g.fresh(&format!("{prefix}.cols_t")));
-    let rows = g.constant_f32(&rn, &[dh, sh], &rows);
-    let cols_t = g.constant_f32(&cn, &[sw, dw], &cols_t);
-    let wide = g.op("MatMul", &[x, &cols_t], &[]);
-    g.op("MatMul", &[&rows, &wide], &[])
+    if int8 {
+        g.constant_q8(&rn, &[dh, sh], &rows, 0);
+        g.constant_q8(&cn, &[sw, dw], &cols_t, 1);
+    } else {
+        g.constant_f32(&rn, &[dh, sh], &rows);
+        g.constant_f32(&cn, &[sw, dw], &cols_t);
+    }
+    let wide = g.op("MatMul", &[x, &cn], &[]);
+    g.op("MatMul", &[&rn, &wide], &[])
 }
 
 /// The package of `model` at `precision`, with `metrics` measured at export.

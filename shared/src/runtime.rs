@@ -122,8 +122,14 @@ impl Runner {
     }
 
     /// Time `runs` graph runs on `pixels`, op by op: `(op name, ms per run)`, slowest
-    /// first. Where the time goes, for benchmarks.
-    pub fn profile(&self, pixels: &[u8], runs: usize) -> Result<Vec<(String, f64)>, RuntimeError> {
+    /// first; with `by_node`, each node on its own (`op node-name`). Where the time goes,
+    /// for benchmarks.
+    pub fn profile(
+        &self,
+        pixels: &[u8],
+        runs: usize,
+        by_node: bool,
+    ) -> Result<Vec<(String, f64)>, RuntimeError> {
         let p = self.manifest.preprocess;
         let input: Tensor = tract_ndarray::Array4::from_shape_vec(
             (1, 3, p.height as usize, p.width as usize),
@@ -140,7 +146,12 @@ impl Runner {
                     let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
                     // The first run warms caches and allocations; it is not counted.
                     if run > 0 {
-                        *totals.entry(node.op.name().to_string()).or_default() += t.elapsed().as_secs_f64();
+                        let key = if by_node {
+                            format!("{} {}", node.op.name(), node.name)
+                        } else {
+                            node.op.name().to_string()
+                        };
+                        *totals.entry(key).or_default() += t.elapsed().as_secs_f64();
                     }
                     out
                 })

@@ -135,7 +135,10 @@ pub fn score_samples(map: &[f32], width: usize) -> Vec<f32> {
     if width == 0 {
         return Vec::new();
     }
-    map.chunks(width).step_by(SCORE_STRIDE).flat_map(|row| row.iter().step_by(SCORE_STRIDE).copied()).collect()
+    map.chunks(width)
+        .step_by(SCORE_STRIDE)
+        .flat_map(|row| row.iter().step_by(SCORE_STRIDE).copied())
+        .collect()
 }
 
 /// Image score: the mean of the highest `top_share` of the map's [`score_samples`] (at
@@ -324,7 +327,11 @@ mod tests {
                     .flat_map(|j| (0..gw).map(move |i| (j, i)))
                     .map(|(j, i)| rows[y * gh + j] * grid[j * gw + i] * cols[x * gw + i])
                     .sum();
-                assert!((got - want[y * w + x]).abs() <= 1e-5 * peak, "({y}, {x}): {got} vs {}", want[y * w + x]);
+                assert!(
+                    (got - want[y * w + x]).abs() <= 1e-5 * peak,
+                    "({y}, {x}): {got} vs {}",
+                    want[y * w + x]
+                );
             }
         }
     }
