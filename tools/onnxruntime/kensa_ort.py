@@ -17,7 +17,9 @@ script needs to know nothing about the package layout.
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -30,6 +32,9 @@ def session(path, threads, profile=False):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.enable_profiling = profile
+    if profile:
+        # The profiler writes a JSON file; keep it out of the working directory.
+        so.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="kensa-ort-"), "profile")
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
@@ -82,8 +87,10 @@ def cmd_bench(args):
 def cmd_profile(args):
     sess = session(args.model, args.threads, profile=True)
     timed(sess, load_input(sess, args.input), args.runs)
-    with open(sess.end_profiling()) as f:
+    path = sess.end_profiling()
+    with open(path) as f:
         events = json.load(f)
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
     per_op = {}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
