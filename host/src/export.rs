@@ -27,7 +27,7 @@ use kensa_shared::runtime::Runner;
 use tract_onnx::pb::tensor_proto::DataType;
 
 use crate::anomaly::embed::{POOL, resize_plane};
-use crate::anomaly::map;
+use crate::anomaly::map::{self, Separable};
 use crate::anomaly::{padim::Padim, patchcore::PatchCore};
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, OnError};
@@ -94,14 +94,14 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
             pooled
         } else {
             let (fh, fw) = (f.height, f.width);
-            let ops = map::separable_operators(
+            let op = Separable::measure(
                 |p| resize_plane(p, fh, fw, gh as usize, gw as usize),
                 (fh, fw),
                 (gh as usize, gw as usize),
             );
             // Interpolation weights stay f32 at every precision: 4 KB, and in int8 they
             // would move every feature.
-            separable(&mut g, "align", &pooled, ops, (fh as i64, fw as i64), (gh, gw), false)
+            separable(&mut g, "align", &pooled, &op, false)
         });
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
@@ -115,10 +115,10 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
 
     // Map: upsample, correct the cell offset and blur, all as `Y · grid · Xᵀ`.
     let (hu, wu, ghu, gwu) = (h as usize, w as usize, gh as usize, gw as usize);
-    let ops = map::separable_operators(|p| map::anomaly_map(p, ghu, gwu, hu, wu), (ghu, gwu), (hu, wu));
+    let op = Separable::measure(|p| map::anomaly_map(p, ghu, gwu, hu, wu), (ghu, gwu), (hu, wu));
     let plane_shape = g.constant_i64("grid.plane", &[2], &[gh, gw]);
     let plane = g.op("Reshape", &[&d, &plane_shape], &[]);
-    let wide = separable(&mut g, "map", &plane, ops, (gh, gw), (h, w), precision != Precision::Fp32);
+    let wide = separable(&mut g, "map", &plane, &op, precision != Precision::Fp32);
     let map_shape = g.constant_i64("map.shape", &[4], &[1, 1, h, w]);
     g.node("Reshape", &[&wide, &map_shape], &[MAP_OUTPUT], &[]);
 
@@ -282,32 +282,18 @@ fn padim_head(g: &mut GraphBuilder, x: &str, pd: &Padim, precision: Precision) -
     g.op("Sqrt", &[&q], &[])
 }
 
-/// `Y · x · Xᵀ` over the last two axes of `x` (`src` = their sizes, `dst` = the
-/// result's), from [`map::separable_operators`]; with `int8`, `Y` and `X` are stored
-/// as int8 per row of `Y` and `X` (a map's are 64 KB in f32, 7 % of battery_weld's int8 package).
-#[allow(clippy::too_many_arguments)]
-fn separable(
-    g: &mut GraphBuilder,
-    prefix: &str,
-    x: &str,
-    (rows, cols): (Vec<f32>, Vec<f32>),
-    (sh, sw): (i64, i64),
-    (dh, dw): (i64, i64),
-    int8: bool,
-) -> String {
-    let mut cols_t = vec![0.0f32; cols.len()];
-    for (c, col) in cols.chunks_exact(sw as usize).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            cols_t[i * dw as usize + c] = *v;
-        }
-    }
+/// `op` (`Y · x · Xᵀ`) over the last two axes of `x`; with `int8`, `Y` and `X` are
+/// stored int8 per row (a map's are 64 KB in f32, 7 % of battery_weld's int8 package).
+fn separable(g: &mut GraphBuilder, prefix: &str, x: &str, op: &Separable, int8: bool) -> String {
+    let ((sh, sw), (dh, dw)) = (op.src, op.dst);
     let (rn, cn) = (g.fresh(&format!("{prefix}.rows")), g.fresh(&format!("{prefix}.cols_t")));
+    let (rows_dims, cols_dims) = ([dh as i64, sh as i64], [sw as i64, dw as i64]);
     if int8 {
-        g.constant_q8(&rn, &[dh, sh], &rows, 0);
-        g.constant_q8(&cn, &[sw, dw], &cols_t, 1);
+        g.constant_q8(&rn, &rows_dims, &op.rows, 0);
+        g.constant_q8(&cn, &cols_dims, &op.cols_t(), 1);
     } else {
-        g.constant_f32(&rn, &[dh, sh], &rows);
-        g.constant_f32(&cn, &[sw, dw], &cols_t);
+        g.constant_f32(&rn, &rows_dims, &op.rows);
+        g.constant_f32(&cn, &cols_dims, &op.cols_t());
     }
     let wide = g.op("MatMul", &[x, &cn], &[]);
     g.op("MatMul", &[&rn, &wide], &[])

@@ -85,37 +85,63 @@ pub fn anomaly_map(grid: &[f32], gh: usize, gw: usize, h: usize, w: usize) -> Ve
     blur(&up, h, w, &gaussian_taps(SIGMA))
 }
 
-/// A plane operation `op` (`gh`×`gw` → `h`×`w`) as two matrix products,
-/// `op(G) = Y · G · Xᵀ`, with `Y` (`h`×`gh`) and `X` (`w`×`gw`) row-major. This holds
-/// for any `op` that acts on rows and columns separately and keeps a constant plane
-/// constant (bilinear resize, edge shift, reflected normalised blur): each column of `Y`
-/// is then read off `op` of a grid with one row of ones, each column of `X` off one with
-/// a column of ones. The package graph runs such steps as two small MatMuls, which cost
-/// tract a tenth of Resize, Slice, Pad and Conv doing the same.
-pub fn separable_operators(
-    op: impl Fn(&[f32]) -> Vec<f32>,
-    (gh, gw): (usize, usize),
-    (h, w): (usize, usize),
-) -> (Vec<f32>, Vec<f32>) {
-    let mut rows = vec![0.0f32; h * gh];
-    for j in 0..gh {
-        let mut grid = vec![0.0f32; gh * gw];
-        grid[j * gw..(j + 1) * gw].fill(1.0);
-        let m = op(&grid);
-        for y in 0..h {
-            rows[y * gh + j] = m[y * w];
+/// A plane operation `gh`×`gw` → `h`×`w` as two matrix products, `op(G) = Y · G · Xᵀ`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Separable {
+    /// `Y`, `h`×`gh`, row-major.
+    pub rows: Vec<f32>,
+    /// `X`, `w`×`gw`, row-major.
+    pub cols: Vec<f32>,
+    /// Input plane `(gh, gw)`.
+    pub src: (usize, usize),
+    /// Output plane `(h, w)`.
+    pub dst: (usize, usize),
+}
+
+impl Separable {
+    /// Read `Y` and `X` off `op`. This holds for any `op` that acts on rows and columns
+    /// separately and keeps a constant plane constant (bilinear resize, edge shift,
+    /// reflected normalised blur): each column of `Y` is then `op` of a grid with one row
+    /// of ones, each column of `X` `op` of one with a column of ones. The package graph
+    /// runs such steps as two small MatMuls, which cost tract a tenth of Resize, Slice,
+    /// Pad and Conv doing the same.
+    pub fn measure(
+        op: impl Fn(&[f32]) -> Vec<f32>,
+        (gh, gw): (usize, usize),
+        (h, w): (usize, usize),
+    ) -> Self {
+        let mut rows = vec![0.0f32; h * gh];
+        for j in 0..gh {
+            let mut grid = vec![0.0f32; gh * gw];
+            grid[j * gw..(j + 1) * gw].fill(1.0);
+            let m = op(&grid);
+            for y in 0..h {
+                rows[y * gh + j] = m[y * w];
+            }
         }
-    }
-    let mut cols = vec![0.0f32; w * gw];
-    for i in 0..gw {
-        let mut grid = vec![0.0f32; gh * gw];
-        grid.iter_mut().skip(i).step_by(gw).for_each(|v| *v = 1.0);
-        let m = op(&grid);
-        for x in 0..w {
-            cols[x * gw + i] = m[x];
+        let mut cols = vec![0.0f32; w * gw];
+        for i in 0..gw {
+            let mut grid = vec![0.0f32; gh * gw];
+            grid.iter_mut().skip(i).step_by(gw).for_each(|v| *v = 1.0);
+            let m = op(&grid);
+            for x in 0..w {
+                cols[x * gw + i] = m[x];
+            }
         }
+        Separable { rows, cols, src: (gh, gw), dst: (h, w) }
     }
-    (rows, cols)
+
+    /// `Xᵀ` (`gw`×`w`, row-major): the right-hand operand as a graph stores it.
+    pub fn cols_t(&self) -> Vec<f32> {
+        let ((_, gw), (_, w)) = (self.src, self.dst);
+        let mut t = vec![0.0f32; self.cols.len()];
+        for (x, col) in self.cols.chunks_exact(gw).enumerate() {
+            for (i, v) in col.iter().enumerate() {
+                t[i * w + x] = *v;
+            }
+        }
+        t
+    }
 }
 
 /// Pixels apart, both ways, at which the map is sampled for the image score. After the
@@ -318,14 +344,15 @@ mod tests {
     fn the_separable_operators_reproduce_the_map() {
         let (gh, gw, h, w) = (6, 5, 48, 40);
         let grid: Vec<f32> = (0..gh * gw).map(|i| ((i * 7919) % 13) as f32 - 4.0).collect();
-        let (rows, cols) = separable_operators(|g| anomaly_map(g, gh, gw, h, w), (gh, gw), (h, w));
+        let op = Separable::measure(|g| anomaly_map(g, gh, gw, h, w), (gh, gw), (h, w));
+        let cols_t = op.cols_t();
         let want = anomaly_map(&grid, gh, gw, h, w);
         let peak = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         for y in 0..h {
             for x in 0..w {
                 let got: f32 = (0..gh)
                     .flat_map(|j| (0..gw).map(move |i| (j, i)))
-                    .map(|(j, i)| rows[y * gh + j] * grid[j * gw + i] * cols[x * gw + i])
+                    .map(|(j, i)| op.rows[y * gh + j] * grid[j * gw + i] * cols_t[i * w + x])
                     .sum();
                 assert!(
                     (got - want[y * w + x]).abs() <= 1e-5 * peak,
