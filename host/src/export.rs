@@ -111,7 +111,7 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
     let shape = g.constant_i64("patches.shape", &[2], &[gh * gw, dim]);
     let x = g.op("Reshape", &[&nhwc, &shape], &[]);
 
-    let d = head(&mut g, &x, &model.head, precision);
+    let d = head(&mut g, &x, &model.head, precision, ranges);
 
     // Map: upsample, correct the cell offset and blur, all as `Y · grid · Xᵀ`.
     let (hu, wu, ghu, gwu) = (h as usize, w as usize, gh as usize, gw as usize);
@@ -149,13 +149,13 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
 }
 
 /// `[P, dim]` patches → `[P]` patch scores of `head`.
-fn head(g: &mut GraphBuilder, x: &str, head: &Head, precision: Precision) -> String {
+fn head(g: &mut GraphBuilder, x: &str, head: &Head, precision: Precision, ranges: Option<&Ranges>) -> String {
     match head {
-        Head::PatchCore(pc) => patchcore_head(g, x, pc, precision),
+        Head::PatchCore(pc) => patchcore_head(g, x, pc, precision, ranges),
         Head::Padim(pd) => padim_head(g, x, pd, precision),
         Head::Supervised(c) => classifier_head(g, x, c),
         Head::Combined(c) => {
-            let a = self::head(g, x, &c.anomaly, precision);
+            let a = self::head(g, x, &c.anomaly, precision, ranges);
             let s = classifier_head(g, x, &c.classifier);
             let a = affine(g, &a, c.anomaly_scale);
             let s = affine(g, &s, c.classifier_scale);
@@ -184,11 +184,20 @@ fn affine(g: &mut GraphBuilder, x: &str, a: Affine) -> String {
     g.op("Add", &[&y, &offset], &[])
 }
 
+/// The PatchCore head's patches, centred on the bank mean (observed by [`calibrate`]).
+const CENTRED: &str = "patches.centred";
+
 /// Bank rows per product in the PatchCore head (see [`patchcore_head`]).
 const BANK_CHUNK: usize = 768;
 
 /// PatchCore head: `[P, dim]` patches → `[P]` distance to the nearest bank row.
-fn patchcore_head(g: &mut GraphBuilder, x: &str, pc: &PatchCore, precision: Precision) -> String {
+fn patchcore_head(
+    g: &mut GraphBuilder,
+    x: &str,
+    pc: &PatchCore,
+    precision: Precision,
+    ranges: Option<&Ranges>,
+) -> String {
     let dim = pc.dim as i64;
     // Nearest neighbour: d² = |x|² − 2 x·b + |b|², min over the bank. Patches and bank
     // are first centred on the bank mean (distances do not change): smaller norms mean
@@ -202,7 +211,23 @@ fn patchcore_head(g: &mut GraphBuilder, x: &str, pc: &PatchCore, precision: Prec
     }
     let mean: Vec<f32> = mean.into_iter().map(|m| m as f32).collect();
     let centre = g.constant_f32("bank.mean", &[1, dim], &mean);
-    let x = g.op("Sub", &[x, &centre], &[]);
+    g.node("Sub", &[x, &centre], &[CENTRED], &[]);
+    let x = CENTRED.to_string();
+    // int8: the patches as u8 per tensor (range observed in calibration), the bank as
+    // int8 per row, multiplied by MatMulInteger (exact int32 sums) and brought back to
+    // f32 per bank row. 8-bit *outputs* (QLinearMatMul) would not do: a squared distance
+    // is a small difference of large terms.
+    let quantised_x = match (precision, ranges.and_then(|r| r.get(CENTRED))) {
+        (Precision::Int8, Some(&range)) => {
+            let (sx, zx) = crate::onnx::u8_params(range);
+            let s = g.constant_f32("patches.scale", &[], &[sx]);
+            let z = g.constant_u8("patches.zero", &[], &[zx]);
+            let q = g.op("QuantizeLinear", &[&x, &s, &z], &[]);
+            Some((q, sx, z))
+        }
+        _ => None,
+    };
+    let bank_zero = quantised_x.as_ref().map(|_| g.constant_i8("bank.zero", &[], &[0]));
     // x · Bᵀ with the reduction along the contiguous axis: B · xᵀ lets tract pack the
     // bank once (matmul 53 → 43 ms on magnetic_tile) but its ReduceMin over the strided
     // axis then costs 63 ms instead of 3. The bank goes in slices of BANK_CHUNK rows,
@@ -221,21 +246,34 @@ fn patchcore_head(g: &mut GraphBuilder, x: &str, pc: &PatchCore, precision: Prec
         }
         let bt_dims = [dim, n as i64];
         let bt_name = format!("bank.{ci}.minus2_t");
-        // Int8 bank: one scale per bank row (column of Bᵀ), and |b|² from the
+        // Quantised banks: one scale per bank row (column of Bᵀ), and |b|² from the
         // dequantised rows so the distance stays a true squared distance.
-        let bt = match precision {
-            Precision::Fp32 => {
-                g.constant_f32(&bt_name, &bt_dims, &bt);
-                bt
+        let (dots, bt) = match (&quantised_x, &bank_zero) {
+            (Some((xq, sx, xz)), Some(bz)) => {
+                let (q, scales) = crate::onnx::quantize_symmetric(&bt, &bt_dims, 1);
+                let qn = g.constant_i8(&bt_name, &bt_dims, &q);
+                let dots = g.op("MatMulInteger", &[xq, &qn, xz, bz], &[]);
+                let per_row: Vec<f32> = scales.iter().map(|s| s * sx).collect();
+                let sn = g.constant_f32(&format!("bank.{ci}.scale"), &[n as i64], &per_row);
+                let dots = g.op("DequantizeLinear", &[&dots, &sn], &[("axis", Attr::Int(1))]);
+                (dots, crate::onnx::dequantize(&q, &scales, &bt_dims, 1))
             }
-            Precision::Int8Weights | Precision::Int8 => g.constant_q8(&bt_name, &bt_dims, &bt, 1),
+            _ => {
+                let bt = match precision {
+                    Precision::Fp32 => {
+                        g.constant_f32(&bt_name, &bt_dims, &bt);
+                        bt
+                    }
+                    Precision::Int8Weights | Precision::Int8 => g.constant_q8(&bt_name, &bt_dims, &bt, 1),
+                };
+                (g.op("MatMul", &[&x, &bt_name], &[]), bt)
+            }
         };
         let mut bb = vec![0.0f32; n];
         for (i, v) in bt.iter().enumerate() {
             bb[i % n] += 0.25 * v * v;
         }
         let bb = g.constant_f32(&format!("bank.{ci}.sq_norm"), &[1, n as i64], &bb);
-        let dots = g.op("MatMul", &[&x, &bt_name], &[]);
         let d2 = g.op("Add", &[&dots, &bb], &[]);
         minima.push(g.op("ReduceMin", &[&d2], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]));
     }
@@ -366,6 +404,14 @@ pub fn calibrate(model: &TrainedModel, images: &[image::DynamicImage]) -> Result
         .context("the model's backbone is not valid ONNX")?
         .quantizable_convs(MIN_QUANTIZED_FAN_IN);
     let mut names: Vec<String> = convs.into_iter().flat_map(|(x, y)| [x, y]).collect();
+    let patchcore = match &model.head {
+        Head::PatchCore(_) => true,
+        Head::Combined(c) => matches!(*c.anomaly, Head::PatchCore(_)),
+        _ => false,
+    };
+    if patchcore {
+        names.push(CENTRED.to_string());
+    }
     names.sort();
     names.dedup();
     let onnx = graph(model, Precision::Fp32, None)?;
@@ -406,7 +452,7 @@ pub enum PrecisionArg {
     Fp32,
     /// int8 weights (DequantizeLinear), f32 compute: ~4× smaller.
     Int8Weights,
-    /// int8 convolutions (QLinearConv, calibrated on the training images), f32 head.
+    /// int8 convolutions (QLinearConv) and PatchCore bank product (MatMulInteger), calibrated on the training images.
     Int8,
 }
 

@@ -263,6 +263,16 @@ impl GraphBuilder {
         rewritten
     }
 
+    /// An int8 initialiser holding `q` as is.
+    pub fn constant_i8(&mut self, name: &str, dims: &[i64], q: &[i8]) -> String {
+        self.push_initializer(name, dims, DataType::Int8, q.iter().map(|v| *v as u8).collect())
+    }
+
+    /// A u8 initialiser holding `q` as is.
+    pub fn constant_u8(&mut self, name: &str, dims: &[i64], q: &[u8]) -> String {
+        self.push_initializer(name, dims, DataType::Uint8, q.to_vec())
+    }
+
     fn push_initializer(&mut self, name: &str, dims: &[i64], ty: DataType, raw_data: Vec<u8>) -> String {
         self.graph.initializer.push(TensorProto {
             name: name.into(),
