@@ -66,13 +66,20 @@ fn int8_weight_package_is_a_quarter_the_size_and_scores_close_to_fp32() {
 }
 
 #[test]
-fn int8_package_runs_its_convolutions_as_qlinearconv_and_scores_close_to_fp32() {
+fn int8_package_runs_its_convolutions_and_bank_product_on_integers_and_scores_close_to_fp32() {
     let dir = tempfile::tempdir().unwrap();
     let model = trained(dir.path());
     let fp32 = exported(&model, Precision::Fp32);
     let q = exported_int8(&model);
-    let qlinear = q.onnx.windows(11).filter(|w| *w == b"QLinearConv").count();
-    assert!(qlinear >= 10, "only {qlinear} QLinearConv in the int8 graph");
+    let graph = <tract_onnx::pb::ModelProto as prost::Message>::decode(&q.onnx[..]).unwrap().graph.unwrap();
+    let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+    assert!(count("QLinearConv") >= 10, "only {} QLinearConv in the int8 graph", count("QLinearConv"));
+    // The parity model's bank (~1 300 rows) is two slices, each an integer product; no
+    // float product touches the bank.
+    assert_eq!(count("MatMulInteger"), 2, "the bank product's slices");
+    let float_bank =
+        graph.node.iter().filter(|n| n.op_type == "MatMul" && n.input.iter().any(|i| i.starts_with("bank.")));
+    assert_eq!(float_bank.count(), 0, "a float product of the bank in the int8 graph");
     let ratio = q.to_bytes().len() as f64 / fp32.to_bytes().len() as f64;
     for ((qs, qm), (fs, fm)) in tract_outputs(&q, &images()).iter().zip(&tract_outputs(&fp32, &images())) {
         let e = map_error(qm, fm);
