@@ -33,7 +33,7 @@ use crate::backbone::Backbone;
 use crate::dataset::{Dataset, OnError};
 use crate::eval::{self, Metrics};
 use crate::model::{Affine, Head, TrainedModel};
-use crate::onnx::{Attr, Dim, GraphBuilder};
+use crate::onnx::{Attr, Dim, GraphBuilder, dequantize, quantize_symmetric, u8_params};
 use crate::supervised::classifier::Classifier;
 
 /// Weights with a smaller fan-in per output channel are stored as f16, not int8, in an
@@ -219,15 +219,15 @@ fn patchcore_head(
     // is a small difference of large terms.
     let quantised_x = match (precision, ranges.and_then(|r| r.get(CENTRED))) {
         (Precision::Int8, Some(&range)) => {
-            let (sx, zx) = crate::onnx::u8_params(range);
+            let (sx, zx) = u8_params(range);
             let s = g.constant_f32("patches.scale", &[], &[sx]);
             let z = g.constant_u8("patches.zero", &[], &[zx]);
             let q = g.op("QuantizeLinear", &[&x, &s, &z], &[]);
-            Some((q, sx, z))
+            let bank_zero = g.constant_i8("bank.zero", &[], &[0]);
+            Some((q, sx, z, bank_zero))
         }
         _ => None,
     };
-    let bank_zero = quantised_x.as_ref().map(|_| g.constant_i8("bank.zero", &[], &[0]));
     // x · Bᵀ with the reduction along the contiguous axis: B · xᵀ lets tract pack the
     // bank once (matmul 53 → 43 ms on magnetic_tile) but its ReduceMin over the strided
     // axis then costs 63 ms instead of 3. The bank goes in slices of BANK_CHUNK rows,
@@ -248,17 +248,17 @@ fn patchcore_head(
         let bt_name = format!("bank.{ci}.minus2_t");
         // Quantised banks: one scale per bank row (column of Bᵀ), and |b|² from the
         // dequantised rows so the distance stays a true squared distance.
-        let (dots, bt) = match (&quantised_x, &bank_zero) {
-            (Some((xq, sx, xz)), Some(bz)) => {
-                let (q, scales) = crate::onnx::quantize_symmetric(&bt, &bt_dims, 1);
+        let (dots, bt) = match &quantised_x {
+            Some((xq, sx, xz, bz)) => {
+                let (q, scales) = quantize_symmetric(&bt, &bt_dims, 1);
                 let qn = g.constant_i8(&bt_name, &bt_dims, &q);
                 let dots = g.op("MatMulInteger", &[xq, &qn, xz, bz], &[]);
                 let per_row: Vec<f32> = scales.iter().map(|s| s * sx).collect();
                 let sn = g.constant_f32(&format!("bank.{ci}.scale"), &[n as i64], &per_row);
                 let dots = g.op("DequantizeLinear", &[&dots, &sn], &[("axis", Attr::Int(1))]);
-                (dots, crate::onnx::dequantize(&q, &scales, &bt_dims, 1))
+                (dots, dequantize(&q, &scales, &bt_dims, 1))
             }
-            _ => {
+            None => {
                 let bt = match precision {
                     Precision::Fp32 => {
                         g.constant_f32(&bt_name, &bt_dims, &bt);
