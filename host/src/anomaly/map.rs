@@ -133,14 +133,7 @@ impl Separable {
 
     /// `Xᵀ` (`gw`×`w`, row-major): the right-hand operand as a graph stores it.
     pub fn cols_t(&self) -> Vec<f32> {
-        let ((_, gw), (_, w)) = (self.src, self.dst);
-        let mut t = vec![0.0f32; self.cols.len()];
-        for (x, col) in self.cols.chunks_exact(gw).enumerate() {
-            for (i, v) in col.iter().enumerate() {
-                t[i * w + x] = *v;
-            }
-        }
-        t
+        transpose(&self.cols, self.dst.1, self.src.1)
     }
 }
 
