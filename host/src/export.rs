@@ -33,7 +33,9 @@ use crate::backbone::Backbone;
 use crate::dataset::{Dataset, OnError};
 use crate::eval::{self, Metrics};
 use crate::model::{Affine, Head, TrainedModel};
-use crate::onnx::{Attr, Dim, GraphBuilder, dequantize, quantize_symmetric, u8_params};
+use crate::onnx::{
+    Attr, Dim, GraphBuilder, WEIGHT_ZERO_U8, dequantize, offset_u8, quantize_symmetric, u8_params,
+};
 use crate::supervised::classifier::Classifier;
 
 /// Weights with a smaller fan-in per output channel are stored as f16, not int8, in an
@@ -214,7 +216,7 @@ fn patchcore_head(
     g.node("Sub", &[x, &centre], &[CENTRED], &[]);
     let x = CENTRED.to_string();
     // int8: the patches as u8 per tensor (range observed in calibration), the bank as
-    // int8 per row, multiplied by MatMulInteger (exact int32 sums) and brought back to
+    // symmetric 8-bit per row (stored as u8, `onnx::offset_u8`), multiplied by MatMulInteger (exact int32 sums) and brought back to
     // f32 per bank row. 8-bit *outputs* (QLinearMatMul) would not do: a squared distance
     // is a small difference of large terms.
     let quantised_x = match (precision, ranges.and_then(|r| r.get(CENTRED))) {
@@ -223,7 +225,7 @@ fn patchcore_head(
             let s = g.constant_f32("patches.scale", &[], &[sx]);
             let z = g.constant_u8("patches.zero", &[], &[zx]);
             let q = g.op("QuantizeLinear", &[&x, &s, &z], &[]);
-            let bank_zero = g.constant_i8("bank.zero", &[], &[0]);
+            let bank_zero = g.constant_u8("bank.zero", &[], &[WEIGHT_ZERO_U8]);
             Some((q, sx, z, bank_zero))
         }
         _ => None,
@@ -251,7 +253,7 @@ fn patchcore_head(
         let (dots, bt) = match &quantised_x {
             Some((xq, sx, xz, bz)) => {
                 let (q, scales) = quantize_symmetric(&bt, &bt_dims, 1);
-                let qn = g.constant_i8(&bt_name, &bt_dims, &q);
+                let qn = g.constant_u8(&bt_name, &bt_dims, &offset_u8(&q));
                 let dots = g.op("MatMulInteger", &[xq, &qn, xz, bz], &[]);
                 let per_row: Vec<f32> = scales.iter().map(|s| s * sx).collect();
                 let sn = g.constant_f32(&format!("bank.{ci}.scale"), &[n as i64], &per_row);

@@ -185,8 +185,8 @@ impl GraphBuilder {
     }
 
     /// Rewrite the convolutions of [`Self::quantizable_convs`] into QOperator form:
-    /// `QuantizeLinear` (u8, per tensor) → `QLinearConv` (int8 weights per output channel,
-    /// int32 bias) → `DequantizeLinear`, with activation scales from `ranges` (observed
+    /// `QuantizeLinear` (u8, per tensor) → `QLinearConv` (symmetric 8-bit weights per
+    /// output channel, stored as u8 by [`offset_u8`]; int32 bias) → `DequantizeLinear`, with activation scales from `ranges` (observed
     /// `(min, max)` of each input and output). Convolutions without ranges are left as
     /// they are. Returns how many were rewritten.
     pub fn quantize_convs(&mut self, ranges: &HashMap<String, (f32, f32)>, min_fan_in: usize) -> usize {
@@ -221,14 +221,9 @@ impl GraphBuilder {
             let xz = self.push_initializer(&format!("{p}.x_zero"), &[], DataType::Uint8, vec![zx]);
             let ys = self.constant_f32(&format!("{p}.y_scale"), &[], &[sy]);
             let yz = self.push_initializer(&format!("{p}.y_zero"), &[], DataType::Uint8, vec![zy]);
-            let wn = self.push_initializer(
-                &format!("{p}.w"),
-                &w.dims,
-                DataType::Int8,
-                wq.iter().map(|v| *v as u8).collect(),
-            );
+            let wn = self.constant_u8(&format!("{p}.w"), &w.dims, &offset_u8(&wq));
             let wsn = self.constant_f32(&format!("{p}.w_scale"), &[out_ch as i64], &ws);
-            let wz = self.push_initializer(&format!("{p}.w_zero"), &[], DataType::Int8, vec![0]);
+            let wz = self.constant_u8(&format!("{p}.w_zero"), &[], &[WEIGHT_ZERO_U8]);
             let bn = self.push_initializer(
                 &format!("{p}.bias"),
                 &[out_ch as i64],
@@ -261,11 +256,6 @@ impl GraphBuilder {
         let mut k = keep.iter();
         self.graph.initializer.retain(|_| *k.next().expect("one flag per initialiser"));
         rewritten
-    }
-
-    /// An int8 initialiser holding `q` as is.
-    pub fn constant_i8(&mut self, name: &str, dims: &[i64], q: &[i8]) -> String {
-        self.push_initializer(name, dims, DataType::Int8, q.iter().map(|v| *v as u8).collect())
     }
 
     /// A u8 initialiser holding `q` as is.
@@ -373,6 +363,21 @@ pub fn quantize_symmetric(data: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, 
         .map(|(i, v)| (v / scales[(i / inner) % channels]).round().clamp(-127.0, 127.0) as i8)
         .collect();
     (q, scales)
+}
+
+/// The zero point of weights stored by [`offset_u8`].
+pub const WEIGHT_ZERO_U8: u8 = 128;
+
+/// Symmetric int8 weights that an integer kernel multiplies with u8 activations
+/// (`QLinearConv`, `MatMulInteger`), stored as u8 with zero point 128: the same values
+/// and the same exact int32 sums. As int8 they would meet x86's u8 × s8 instruction
+/// (`vpmaddubsw`), which adds pairs of products into a saturating i16 (2 · 255 · 127 =
+/// 64 770 > 32 767): onnxruntime uses it on CPUs without VNNI, and an AVX2-only machine
+/// then scored an int8 package differently from tract and from ARM. Runtimes multiply
+/// u8 × u8 through 16-bit widening, which cannot saturate, and keep all 8 bits (7-bit
+/// weights would avoid the overflow too, but doubled the map's error against fp32).
+pub fn offset_u8(q: &[i8]) -> Vec<u8> {
+    q.iter().map(|&v| (i16::from(v) + i16::from(WEIGHT_ZERO_U8)) as u8).collect()
 }
 
 /// What `DequantizeLinear` computes from [`quantize_symmetric`]'s output.

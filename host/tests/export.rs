@@ -80,6 +80,22 @@ fn int8_package_runs_its_convolutions_and_bank_product_on_integers_and_scores_cl
     let float_bank =
         graph.node.iter().filter(|n| n.op_type == "MatMul" && n.input.iter().any(|i| i.starts_with("bank.")));
     assert_eq!(float_bank.count(), 0, "a float product of the bank in the int8 graph");
+    // Every weight an integer kernel multiplies is u8 (zero point 128), so no runtime
+    // meets x86's saturating u8 × s8 pair sums (onnxruntime without VNNI).
+    let integer_weights: Vec<&String> = graph
+        .node
+        .iter()
+        .flat_map(|n| match n.op_type.as_str() {
+            "QLinearConv" => vec![&n.input[3], &n.input[5]],
+            "MatMulInteger" => vec![&n.input[1], &n.input[3]],
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(integer_weights.len(), 2 * (count("QLinearConv") + count("MatMulInteger")));
+    for name in integer_weights {
+        let w = graph.initializer.iter().find(|t| &t.name == name).expect("integer weights are initialisers");
+        assert_eq!(w.data_type, tract_onnx::pb::tensor_proto::DataType::Uint8 as i32, "{name} is not u8");
+    }
     let ratio = q.to_bytes().len() as f64 / fp32.to_bytes().len() as f64;
     for ((qs, qm), (fs, fm)) in tract_outputs(&q, &images()).iter().zip(&tract_outputs(&fp32, &images())) {
         let e = map_error(qm, fm);
