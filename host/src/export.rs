@@ -68,7 +68,7 @@ pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>
         Precision::Int8 => {
             let ranges = ranges.context("an int8 graph needs calibrated activation ranges")?;
             let n = g.quantize_convs(ranges, MIN_QUANTIZED_FAN_IN);
-            tracing::info!("{n} convolutions quantised to QLinearConv");
+            tracing::info!("{n} convolutions quantised to ConvInteger");
             // The convolutions left in float (stem, depthwise) keep int8 storage.
             g.quantize_weights(MIN_QUANTIZED_FAN_IN);
         }
@@ -222,9 +222,8 @@ fn patchcore_head(
     let quantised_x = match (precision, ranges.and_then(|r| r.get(CENTRED))) {
         (Precision::Int8, Some(&range)) => {
             let (sx, zx) = u8_params(range);
-            let s = g.constant_f32("patches.scale", &[], &[sx]);
             let z = g.constant_u8("patches.zero", &[], &[zx]);
-            let q = g.op("QuantizeLinear", &[&x, &s, &z], &[]);
+            let q = g.quantize_u8("patches", &x, sx, zx);
             let bank_zero = g.constant_u8("bank.zero", &[], &[WEIGHT_ZERO_U8]);
             Some((q, sx, z, bank_zero))
         }
@@ -454,7 +453,7 @@ pub enum PrecisionArg {
     Fp32,
     /// int8 weights (DequantizeLinear), f32 compute: ~4× smaller.
     Int8Weights,
-    /// int8 convolutions (QLinearConv) and PatchCore bank product (MatMulInteger), calibrated on the training images.
+    /// int8 convolutions (ConvInteger) and PatchCore bank product (MatMulInteger), calibrated on the training images.
     Int8,
 }
 

@@ -184,11 +184,15 @@ impl GraphBuilder {
         self.graph.initializer.iter().find(|t| t.name == name)
     }
 
-    /// Rewrite the convolutions of [`Self::quantizable_convs`] into QOperator form:
-    /// `QuantizeLinear` (u8, per tensor) → `QLinearConv` (symmetric 8-bit weights per
-    /// output channel, stored as u8 by [`offset_u8`]; int32 bias) → `DequantizeLinear`, with activation scales from `ranges` (observed
-    /// `(min, max)` of each input and output). Convolutions without ranges are left as
-    /// they are. Returns how many were rewritten.
+    /// Rewrite the convolutions of [`Self::quantizable_convs`] as integer convolutions:
+    /// [`Self::quantize_u8`] (per tensor, scale from the observed `(min, max)` of the input
+    /// in `ranges`) → `ConvInteger` (symmetric 8-bit weights per output channel, stored as
+    /// u8 by [`offset_u8`]; exact int32 sums) → `Cast` → `Mul` by `s_x · s_w[c]` → `Add`
+    /// of the f32 bias. The output stays f32: `QLinearConv` would requantise it to u8,
+    /// which tract runs as four extra element-wise passes per convolution (scale, zero
+    /// point, two clamps: half the int8 graph's time, docs/benchmarks.md) and which costs
+    /// 8-bit rounding the next layer does not need. Convolutions without a range are left
+    /// as they are. Returns how many were rewritten.
     pub fn quantize_convs(&mut self, ranges: &HashMap<String, (f32, f32)>, min_fan_in: usize) -> usize {
         let targets = self.quantizable_convs(min_fan_in);
         let nodes = std::mem::take(&mut self.graph.node);
@@ -196,8 +200,7 @@ impl GraphBuilder {
         for n in nodes {
             let target = n.op_type == "Conv"
                 && targets.iter().any(|(x, y)| *x == n.input[0] && *y == n.output[0])
-                && ranges.contains_key(&n.input[0])
-                && ranges.contains_key(&n.output[0]);
+                && ranges.contains_key(&n.input[0]);
             if !target {
                 self.graph.node.push(n);
                 continue;
@@ -207,41 +210,35 @@ impl GraphBuilder {
             let bias =
                 n.input.get(2).filter(|b| !b.is_empty()).and_then(|b| self.initializer(b)).map(f32_data);
             let (sx, zx) = u8_params(ranges[x]);
-            let (sy, zy) = u8_params(ranges[y]);
             let (wq, ws) = quantize_symmetric(&f32_data(&w), &w.dims, 0);
             let out_ch = ws.len();
-            let bq: Vec<i32> = (0..out_ch)
-                .map(|o| {
-                    let b = bias.as_ref().map_or(0.0, |b| b[o]);
-                    (f64::from(b) / (f64::from(sx) * f64::from(ws[o]))).round() as i32
-                })
-                .collect();
             let p = self.fresh(&format!("{}.q", w.name));
-            let xs = self.constant_f32(&format!("{p}.x_scale"), &[], &[sx]);
-            let xz = self.push_initializer(&format!("{p}.x_zero"), &[], DataType::Uint8, vec![zx]);
-            let ys = self.constant_f32(&format!("{p}.y_scale"), &[], &[sy]);
-            let yz = self.push_initializer(&format!("{p}.y_zero"), &[], DataType::Uint8, vec![zy]);
+            let xz = self.constant_u8(&format!("{p}.x_zero"), &[], &[zx]);
             let wn = self.constant_u8(&format!("{p}.w"), &w.dims, &offset_u8(&wq));
-            let wsn = self.constant_f32(&format!("{p}.w_scale"), &[out_ch as i64], &ws);
             let wz = self.constant_u8(&format!("{p}.w_zero"), &[], &[WEIGHT_ZERO_U8]);
-            let bn = self.push_initializer(
-                &format!("{p}.bias"),
-                &[out_ch as i64],
-                DataType::Int32,
-                bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            );
-            let (xq, yq) = (format!("{p}.xq"), format!("{p}.yq"));
-            self.node("QuantizeLinear", &[x, &xs, &xz], &[&xq], &[]);
-            let name = self.fresh("QLinearConv");
+            let per_channel = [1, out_ch as i64, 1, 1];
+            let scale: Vec<f32> = ws.iter().map(|s| s * sx).collect();
+            let scale = self.constant_f32(&format!("{p}.scale"), &per_channel, &scale);
+            let xq = self.quantize_u8(&p, x, sx, zx);
+            let name = self.fresh("ConvInteger");
+            let acc = format!("{p}.acc");
             self.graph.node.push(NodeProto {
                 name,
-                op_type: "QLinearConv".into(),
-                input: [&xq, &xs, &xz, &wn, &wsn, &wz, &ys, &yz, &bn].iter().map(|s| s.to_string()).collect(),
-                output: vec![yq.clone()],
+                op_type: "ConvInteger".into(),
+                input: [&xq, &wn, &xz, &wz].iter().map(|s| s.to_string()).collect(),
+                output: vec![acc.clone()],
                 attribute: n.attribute.clone(),
                 ..Default::default()
             });
-            self.node("DequantizeLinear", &[&yq, &ys, &yz], &[y], &[]);
+            let acc = self.op("Cast", &[&acc], &[("to", Attr::Int(DataType::Float as i64))]);
+            match bias {
+                Some(b) => {
+                    let scaled = self.op("Mul", &[&acc, &scale], &[]);
+                    let b = self.constant_f32(&format!("{p}.bias"), &per_channel, &b);
+                    self.node("Add", &[&scaled, &b], &[y], &[]);
+                }
+                None => self.node("Mul", &[&acc, &scale], &[y], &[]),
+            }
             rewritten += 1;
         }
         // Float weights no node reads any more.
@@ -300,6 +297,22 @@ impl GraphBuilder {
         let out = self.fresh(&op.to_lowercase());
         self.node(op, inputs, &[&out], attrs);
         out
+    }
+
+    /// `x` (f32) as u8 with scale `s` and zero point `z`: `Cast(Clip(x · (1/s) + z + ½, 0,
+    /// 255))`, which truncates to the nearest level (halves round up). The same numbers as
+    /// `QuantizeLinear` but for exact halves, and tract runs the arithmetic as one fused
+    /// vector pass where its `QuantizeLinear` is a scalar loop (13 of the int8 demo
+    /// graph's 82 ms, docs/benchmarks.md). Returns the u8 tensor's name.
+    pub fn quantize_u8(&mut self, prefix: &str, x: &str, s: f32, z: u8) -> String {
+        let inv = self.constant_f32(&format!("{prefix}.inv_scale"), &[], &[1.0 / s]);
+        let offset = self.constant_f32(&format!("{prefix}.offset"), &[], &[f32::from(z) + 0.5]);
+        let lo = self.constant_f32(&format!("{prefix}.lo"), &[], &[0.0]);
+        let hi = self.constant_f32(&format!("{prefix}.hi"), &[], &[255.0]);
+        let scaled = self.op("Mul", &[x, &inv], &[]);
+        let shifted = self.op("Add", &[&scaled, &offset], &[]);
+        let clipped = self.op("Clip", &[&shifted, &lo, &hi], &[]);
+        self.op("Cast", &[&clipped], &[("to", Attr::Int(DataType::Uint8 as i64))])
     }
 
     /// Serialise to ONNX bytes, recording `doc` and key/value metadata.
@@ -369,7 +382,7 @@ pub fn quantize_symmetric(data: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, 
 pub const WEIGHT_ZERO_U8: u8 = 128;
 
 /// Symmetric int8 weights that an integer kernel multiplies with u8 activations
-/// (`QLinearConv`, `MatMulInteger`), stored as u8 with zero point 128: the same values
+/// (`ConvInteger`, `MatMulInteger`), stored as u8 with zero point 128: the same values
 /// and the same exact int32 sums. As int8 they would meet x86's u8 × s8 instruction
 /// (`vpmaddubsw`), which adds pairs of products into a saturating i16 (2 · 255 · 127 =
 /// 64 770 > 32 767): onnxruntime uses it on CPUs without VNNI, and an AVX2-only machine

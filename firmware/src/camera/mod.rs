@@ -76,7 +76,10 @@ pub trait FrameSource {
 
     /// Drop frames the device captured before now (a camera's queued buffers), so the
     /// next frame shows what is in front of it at this moment. Used on a trigger edge.
-    fn flush(&mut self) {}
+    /// No default: a wrapper that forgot to pass it on made a triggered camera inspect
+    /// the previous part's buffered frame and count the frames between triggers as
+    /// dropped parts (found on a real V4L2 driver, docs/hardware-in-the-loop.md).
+    fn flush(&mut self);
 
     /// Step past the part in front of the camera without capturing it (inspection is
     /// behind and it passes uninspected); its ground truth, when the source knows it.
@@ -179,6 +182,9 @@ impl FrameSource for SyntheticConveyor {
             100.0 * self.defect_rate
         )
     }
+
+    /// Generated on request: nothing is ever queued.
+    fn flush(&mut self) {}
 }
 
 /// Images from a folder, in name order, once or looped.
@@ -240,6 +246,9 @@ impl FrameSource for DirSource {
         format!("{} images from {}", self.files.len(), self.dir.display())
     }
 
+    /// Read on request: nothing is ever queued.
+    fn flush(&mut self) {}
+
     fn skip(&mut self) -> Option<bool> {
         self.seq += 1;
         None
@@ -286,6 +295,10 @@ impl<S: FrameSource> FrameSource for Roi<S> {
 
     fn skip(&mut self) -> Option<bool> {
         self.inner.skip()
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
     }
 
     fn describe(&self) -> String {
@@ -382,6 +395,10 @@ impl<S: FrameSource> FrameSource for Triggered<S> {
 
     fn interval_us(&self) -> Option<u64> {
         None
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
     }
 
     fn describe(&self) -> String {
@@ -516,5 +533,39 @@ mod tests {
         drop(tx);
         let err = t.next_frame().unwrap_err().to_string();
         assert!(err.contains("photo-eye") && err.contains("stopped"), "{err}");
+    }
+
+    /// A camera with queued buffers: frame `n` is `n` flushes old.
+    struct Buffered {
+        flushes: u64,
+    }
+
+    impl FrameSource for Buffered {
+        fn next_frame(&mut self) -> Result<Frame, FrameError> {
+            let image = DynamicImage::new_luma8(8, 8);
+            Ok(Frame { seq: self.flushes, image, truth: None, origin: "buffered".into(), dropped_before: 0 })
+        }
+        fn interval_us(&self) -> Option<u64> {
+            None
+        }
+        fn describe(&self) -> String {
+            "buffered camera".into()
+        }
+        fn flush(&mut self) {
+            self.flushes += 1;
+        }
+    }
+
+    #[test]
+    fn each_trigger_flushes_the_camera_through_every_wrapper() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (samples, _keep) = std::sync::mpsc::sync_channel(1);
+        let camera = Sampled::new(Roi::new(Buffered { flushes: 0 }, Some([0, 0, 4, 4])), samples, 1);
+        let wait = std::time::Duration::from_millis(20);
+        let mut t = Triggered::new(Box::new(camera) as Box<dyn FrameSource>, rx, wait, "photo-eye".into());
+        for n in 1..=3 {
+            tx.send(()).unwrap();
+            assert_eq!(t.next_frame().unwrap().seq, n, "the frame after trigger {n} was not taken fresh");
+        }
     }
 }
