@@ -20,6 +20,9 @@ use crate::config::PixelFormat;
 /// Buffers queued in the driver: enough to ride out one slow inference.
 const BUFFERS: u32 = 4;
 
+/// `poll(2)`'s "data to read" event: a filled buffer is ready to dequeue.
+const POLLIN: i16 = 0x0001;
+
 /// A V4L2 capture device.
 pub struct V4l2Source {
     path: PathBuf,
@@ -46,6 +49,13 @@ impl V4l2Source {
     /// delivered within `timeout` counts as a lost camera.
     pub fn new(path: PathBuf, format: PixelFormat, width: u32, height: u32, timeout: Duration) -> Self {
         Self { path, format, width, height, timeout, seq: 0, last_sequence: None, stream: None, device: None }
+    }
+
+    /// Drop the stream and the device; the next frame opens them again.
+    fn close(&mut self) {
+        self.stream = None;
+        self.device = None;
+        self.last_sequence = None;
     }
 
     fn lost(&self, reason: String) -> FrameError {
@@ -87,9 +97,7 @@ impl FrameSource for V4l2Source {
         let (raw, sequence) = match stream.next() {
             Ok((buf, meta)) => (buf[..(meta.bytesused as usize).min(buf.len())].to_vec(), meta.sequence),
             Err(e) => {
-                self.stream = None;
-                self.device = None;
-                self.last_sequence = None;
+                self.close();
                 return Err(self.lost(format!("capture failed: {e}")));
             }
         };
@@ -114,19 +122,27 @@ impl FrameSource for V4l2Source {
     }
 
     fn flush(&mut self) {
-        // Dequeue whatever the driver filled before now: with a short timeout `next`
-        // returns at once while buffers are queued and times out when they are drained.
-        if let Some(stream) = self.stream.as_mut() {
-            stream.set_timeout(Duration::from_millis(1));
-            for _ in 0..=BUFFERS {
-                if stream.next().is_err() {
-                    break;
+        // Take whatever the driver filled before now, while poll says a buffer is ready.
+        // Never let `next` time out here: it re-queues the buffer it last handed out
+        // before it dequeues, so after a failed dequeue the following call queues that
+        // buffer a second time, which videobuf2 drivers refuse with EINVAL (vivid did;
+        // a real camera would too, v4l2loopback does not).
+        let Some(stream) = self.stream.as_mut() else { return };
+        let handle = stream.handle();
+        for _ in 0..=BUFFERS {
+            match handle.poll(POLLIN, 0) {
+                Ok(ready) if ready > 0 => {
+                    if let Err(e) = stream.next() {
+                        tracing::warn!("{}: flushing stale frames failed: {e}", self.path.display());
+                        self.close();
+                        return;
+                    }
                 }
+                _ => break,
             }
-            stream.set_timeout(self.timeout);
-            // Frames discarded on purpose are not overruns.
-            self.last_sequence = None;
         }
+        // Frames discarded on purpose are not overruns.
+        self.last_sequence = None;
     }
 
     fn describe(&self) -> String {
