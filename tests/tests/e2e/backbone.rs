@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use kensa_e2e::{kensa, repo_root, run_err, run_ok, tempdir};
 
 fn weights() -> PathBuf {
-    let p = repo_root().join("../shared/weights/efficientnet_lite0/efficientnet-lite0-57934424.pth");
-    assert!(p.is_file(), "ImageNet weights not found at {} (../shared beside the checkout)", p.display());
-    p
+    kensa_e2e::weights::efficientnet_lite0()
 }
 
 /// Top-1 class per image from `kensa backbone classify` output lines `path: c (p%), ...`.
