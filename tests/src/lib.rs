@@ -4,7 +4,9 @@
 //! A test crate gets no `CARGO_BIN_EXE_*` for other packages' binaries, so the binaries
 //! are built once per test run with the same cargo and profile that built the tests.
 
+pub mod hil;
 pub mod line;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

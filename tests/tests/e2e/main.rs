@@ -4,5 +4,6 @@ mod anomaly;
 mod backbone;
 mod diag;
 mod firmware;
+mod hil;
 mod synth;
 mod update;
