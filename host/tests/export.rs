@@ -188,4 +188,58 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
             );
         }
     }
+
+    // The int8 graph once scored differently on CPUs without VNNI, where onnxruntime's
+    // u8 × s8 kernels saturate. Whatever CPU runs this test, run onnxruntime again on an
+    // emulated AVX2-only AMD EPYC (qemu-user's `-cpu EPYC-Rome`): it must compute what
+    // the native run computed.
+    let Ok(qemu) = which("qemu-x86_64") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must check int8 on an AVX2-only CPU, but qemu-x86_64 is missing"
+        );
+        eprintln!(
+            "qemu-x86_64 not found: int8 was not checked on an emulated AVX2-only CPU (apt-get install qemu-user)"
+        );
+        return;
+    };
+    let avx2 = dir.path().join("avx2");
+    std::fs::create_dir_all(&avx2).unwrap();
+    let onnx = dir.path().join("int8.onnx");
+    let out = Command::new(qemu)
+        .args(["-cpu", "EPYC-Rome"])
+        .arg(&python)
+        .arg(&script)
+        .arg("run")
+        .arg(&onnx)
+        .args(&inputs)
+        .arg("--out")
+        .arg(&avx2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "onnxruntime on an emulated EPYC-Rome: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..inputs.len() {
+        let native = read_f32(&dir.path().join(format!("int8.in{i}.map")));
+        let emulated = read_f32(&avx2.join(format!("int8.in{i}.map")));
+        let e = map_error(&emulated, &native);
+        eprintln!("int8 image {i}: onnxruntime AVX2-only vs this CPU: map {e:.2e}");
+        assert!(
+            e <= 1e-5,
+            "int8 image {i}: onnxruntime on an AVX2-only CPU differs by {e} of the map's peak"
+        );
+    }
+}
+
+/// The full path of `program` on `PATH`.
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
 }
