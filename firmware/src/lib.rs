@@ -4,6 +4,8 @@
 //! clock reach it through traits ([`actuator`] over `OutputPin`, [`clock::Clock`]), and
 //! concrete Linux devices appear only in `main.rs`.
 
+#![deny(missing_docs)]
+
 pub mod actuator;
 pub mod camera;
 pub mod clock;

@@ -3,6 +3,8 @@
 //! Modules are named after the pipeline: [`dataset`] → [`backbone`] (features) → models →
 //! metrics and reports; [`onnx`] writes graphs; [`synth`] writes generated datasets.
 
+#![deny(missing_docs)]
+
 /// `println!` that returns the I/O error instead of panicking, so that `kensa … | head`
 /// ends quietly when the reader goes away (`main` treats a broken pipe as success).
 macro_rules! say {

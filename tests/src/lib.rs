@@ -4,6 +4,8 @@
 //! A test crate gets no `CARGO_BIN_EXE_*` for other packages' binaries, so the binaries
 //! are built once per test run with the same cargo and profile that built the tests.
 
+#![deny(missing_docs)]
+
 pub mod hil;
 pub mod line;
 pub mod weights;
