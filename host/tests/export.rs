@@ -115,13 +115,7 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
     let has_venv =
         Command::new("python3").args(["-m", "venv", "--help"]).output().is_ok_and(|o| o.status.success());
     if !has_venv {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the onnxruntime parity check, but python3 -m venv is missing"
-        );
-        eprintln!(
-            "python3 with venv not found: onnxruntime parity was not checked (apt-get install python3-venv)"
-        );
+        skipped_outside_ci("onnxruntime parity", "python3 -m venv (apt-get install python3-venv)");
         return;
     }
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/onnxruntime");
@@ -194,13 +188,7 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
     // emulated AVX2-only AMD EPYC (qemu-user's `-cpu EPYC-Rome`): it must compute what
     // the native run computed.
     let Ok(qemu) = which("qemu-x86_64") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must check int8 on an AVX2-only CPU, but qemu-x86_64 is missing"
-        );
-        eprintln!(
-            "qemu-x86_64 not found: int8 was not checked on an emulated AVX2-only CPU (apt-get install qemu-user)"
-        );
+        skipped_outside_ci("int8 on an emulated AVX2-only CPU", "qemu-x86_64 (apt-get install qemu-user)");
         return;
     };
     let avx2 = dir.path().join("avx2");
@@ -232,6 +220,13 @@ fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
             "int8 image {i}: onnxruntime on an AVX2-only CPU differs by {e} of the map's peak"
         );
     }
+}
+
+/// A check that needs a tool the machine lacks is skipped with a message, except under
+/// CI (`CI` set), where `.ci/deps` installs the tool and skipping would hide a failure.
+fn skipped_outside_ci(check: &str, missing: &str) {
+    assert!(std::env::var_os("CI").is_none(), "CI must run the {check} check, but {missing} is missing");
+    eprintln!("{missing} not found: the {check} check was skipped");
 }
 
 /// The full path of `program` on `PATH`.
