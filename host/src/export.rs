@@ -398,13 +398,14 @@ fn calibration_images(model: &TrainedModel) -> Result<Vec<image::DynamicImage>> 
 }
 
 /// Run the fp32 graph on `images` (per tile when tiled) and record the range of every
-/// tensor an int8 graph quantises: the input and output of each quantisable convolution.
+/// tensor an int8 graph quantises: the input of each quantisable convolution (their
+/// outputs stay f32) and, for PatchCore, the centred patches.
 pub fn calibrate(model: &TrainedModel, images: &[image::DynamicImage]) -> Result<Ranges> {
     use tract_onnx::prelude::*;
     let convs = GraphBuilder::extend(&model.backbone)
         .context("the model's backbone is not valid ONNX")?
         .quantizable_convs(MIN_QUANTIZED_FAN_IN);
-    let mut names: Vec<String> = convs.into_iter().flat_map(|(x, y)| [x, y]).collect();
+    let mut names: Vec<String> = convs.into_iter().map(|(x, _)| x).collect();
     let patchcore = match &model.head {
         Head::PatchCore(_) => true,
         Head::Combined(c) => matches!(*c.anomaly, Head::PatchCore(_)),
