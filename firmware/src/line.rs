@@ -39,6 +39,8 @@ struct WorkerTimes {
     capture_us: u64,
     /// Preprocessing and inference.
     inspect_us: u64,
+    /// When scoring finished, on the line's clock.
+    scored_at_us: u64,
 }
 
 /// Median and 99th percentile of one stage (ms).
@@ -159,6 +161,8 @@ where
             let asked = clock.now_us();
             let frame = source.next_frame();
             let captured = clock.now_us();
+            // The pusher times from when the part passed the photo-eye, when known.
+            let passed = source.arrived_us().unwrap_or(captured);
             if !matches!(frame, Err(FrameError::Idle)) {
                 seq += 1;
             }
@@ -178,7 +182,7 @@ where
                 Err(FrameError::Lost { .. }) => {
                     // The part in front of the camera is uninspected; wait before retrying.
                     let part = inspect(&mut inspector, frame);
-                    if tx.send((captured, part, None)).is_err() {
+                    if tx.send((passed, part, None)).is_err() {
                         break;
                     }
                     clock.sleep_until(clock.now_us() + (backoff * 1e3) as u64);
@@ -188,12 +192,17 @@ where
                 _ => backoff = retry.first_ms,
             }
             let part = inspect(&mut inspector, frame);
-            let times = WorkerTimes { capture_us: captured - asked, inspect_us: clock.now_us() - captured };
+            let scored_at_us = clock.now_us();
+            let times = WorkerTimes {
+                capture_us: captured - asked,
+                inspect_us: scored_at_us - captured,
+                scored_at_us,
+            };
             if inspector.threshold().to_bits() != threshold.to_bits() {
                 threshold = inspector.threshold();
                 let _ = threshold_tx.send(threshold);
             }
-            if tx.send((captured, part, Some(times))).is_err() {
+            if tx.send((passed, part, Some(times))).is_err() {
                 break;
             }
         }
@@ -218,16 +227,16 @@ where
                 .map_or(1_000, |d| d.saturating_sub(clock.now_us()).min(1_000))
                 .max(50);
             match rx.recv_timeout(Duration::from_micros(wait)) {
-                Ok((captured, part, times)) => {
+                Ok((passed, part, times)) => {
                     while let Ok(t) = threshold_rx.try_recv() {
                         station.set_threshold(t);
                     }
                     let received = clock.now_us();
-                    let r = station.decide(captured, part);
+                    let r = station.decide(passed, part);
                     if let Some(t) = times {
                         capture.push(t.capture_us);
                         inspect_t.push(t.inspect_us);
-                        queue.push(received.saturating_sub(captured + t.inspect_us));
+                        queue.push(received.saturating_sub(t.scored_at_us));
                         decide_t.push(clock.now_us() - received);
                     }
                     latencies.push(r.decided_us.saturating_sub(r.captured_us));
@@ -353,5 +362,82 @@ mod tests {
         assert_eq!(s.pulses_fired, 24);
         // Stage timing sees the inspector's 25 ms, and only for parts it scored.
         assert_eq!(s.stages.inspect.p50_ms, 25.0, "{:?}", s.stages);
+    }
+
+    /// Scores every part NG.
+    struct AllNg;
+
+    impl Inspector for AllNg {
+        fn score(&mut self, _: &image::DynamicImage) -> Result<f32, String> {
+            Ok(2.0)
+        }
+
+        fn threshold(&self) -> f32 {
+            1.0
+        }
+    }
+
+    /// A camera whose first capture takes 1.9 s of the test's clock (opening the device).
+    struct SlowToOpen {
+        inner: SyntheticConveyor,
+        clock: ManualClock,
+        opened: bool,
+    }
+
+    impl FrameSource for SlowToOpen {
+        fn next_frame(&mut self) -> Result<crate::camera::Frame, FrameError> {
+            if !std::mem::replace(&mut self.opened, true) {
+                self.clock.advance(1_900_000);
+            }
+            self.inner.next_frame()
+        }
+        fn interval_us(&self) -> Option<u64> {
+            None
+        }
+        fn describe(&self) -> String {
+            "slow camera".into()
+        }
+        fn flush(&mut self) {}
+        fn arrived_us(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    #[test]
+    fn triggered_parts_are_pushed_at_their_photo_eye_edge_plus_the_delay_however_slow_the_capture() {
+        let clock = ManualClock::default();
+        clock.set(1_000_000);
+        let timing = BeltTiming { delay_us: 3_000_000, width_us: 2_000, min_gap_us: 1_000, lead_us: 0 };
+        let pin = SimPin::new(clock.clone());
+        let edges = pin.log();
+        let pusher = Pusher::new(pin, false).unwrap();
+        let mut station =
+            Station::new(1.0, pusher, RejectScheduler::new(timing), clock.clone(), Uninspected::Reject);
+        let inner = SyntheticConveyor::new(SynthSpec::square(Surface::Fabric, 32), 1.0, 0.0, 1);
+        let camera = SlowToOpen { inner, clock: clock.clone(), opened: false };
+        let (tx, rx) = mpsc::channel();
+        let photo_eye = [1_000_000, 1_100_000, 1_200_000];
+        for t in photo_eye {
+            tx.send(t).unwrap();
+        }
+        let source = crate::camera::Triggered::new(camera, rx, Duration::from_millis(50), "photo-eye".into());
+        let retry = Retry { first_ms: 1.0, max_ms: 1.0 };
+        let mut results = Vec::new();
+        let s = run(
+            source,
+            AllNg,
+            &mut station,
+            clock.clone(),
+            RunLimits { parts: Some(3) },
+            retry,
+            Arc::default(),
+            None,
+            |r: &PartResult| results.push(r.clone()),
+        );
+        assert_eq!((s.counters.ng, s.counters.late), (3, 0), "{:?}", s.counters);
+        let passed: Vec<u64> = results.iter().map(|r| r.captured_us).collect();
+        assert_eq!(passed, photo_eye, "each part is timed from its edge, not from its capture");
+        let rises: Vec<u64> = edges.lock().unwrap().iter().filter(|e| e.1).map(|e| e.0).collect();
+        assert_eq!(rises, photo_eye.map(|t| t + 3_000_000), "pulses at edge + delay");
     }
 }

@@ -254,6 +254,8 @@ fn run(
         }
         None => false,
     };
+    // One clock for the line: trigger edges, captures, decisions and pulses.
+    let clock = MonotonicClock::default();
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
         Camera::Synthetic { rate_hz, defect_rate, size, seed } => Box::new(SyntheticConveyor::new(
             SynthSpec::square(Surface::BrushedMetal, *size),
@@ -275,7 +277,12 @@ fn run(
         Trigger::FreeRun => source,
         Trigger::Gpio { chip, line } => {
             let input = format!("GPIO line {line} on {}", chip.display());
-            Box::new(Triggered::new(source, photo_eye(chip, *line)?, Duration::from_millis(200), input))
+            Box::new(Triggered::new(
+                source,
+                photo_eye(chip, *line, clock)?,
+                Duration::from_millis(200),
+                input,
+            ))
         }
     };
     // Frames for self-testing flashed models, written on their own thread.
@@ -335,7 +342,6 @@ fn run(
     };
     let model = Swappable::new(model, swap_rx);
     let control = control.as_ref();
-    let clock = MonotonicClock::default();
     let line = Line { timing, fail_safe: &cfg.fail_safe, limits, saved_threshold, supervised };
     let summary = match &cfg.reject {
         Output::Simulated => {
@@ -421,9 +427,14 @@ fn line_stop_output(out: &Output, clock: MonotonicClock) -> Result<Box<dyn Signa
     Ok(signal)
 }
 
-/// Rising edges of a GPIO input (the photo-eye), one message each, from a thread that
-/// blocks on the kernel's line events.
-fn photo_eye(chip: &std::path::Path, line: u32) -> Result<std::sync::mpsc::Receiver<()>> {
+/// Rising edges of a GPIO input (the photo-eye), each stamped on `clock` as it wakes the
+/// thread blocked on the kernel's line events. The kernel's own event stamp is not used:
+/// its clock (realtime or monotonic) depends on the kernel version.
+fn photo_eye(
+    chip: &std::path::Path,
+    line: u32,
+    clock: MonotonicClock,
+) -> Result<std::sync::mpsc::Receiver<u64>> {
     use linux_embedded_hal::gpio_cdev::{Chip, EventRequestFlags, LineRequestFlags};
     let mut c = Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?;
     let events = c
@@ -437,7 +448,7 @@ fn photo_eye(chip: &std::path::Path, line: u32) -> Result<std::sync::mpsc::Recei
                 tracing::error!("trigger input failed: {e}");
                 break;
             }
-            if tx.send(()).is_err() {
+            if tx.send(clock.now_us()).is_err() {
                 break;
             }
         }

@@ -84,7 +84,8 @@ pub enum Action {
 pub struct PartResult {
     /// Frame number.
     pub seq: u64,
-    /// Capture time (µs).
+    /// When the part passed the camera (µs): its trigger edge, or the capture. The
+    /// pusher fires at this plus the belt delay.
     pub captured_us: u64,
     /// Decision time (µs).
     pub decided_us: u64,

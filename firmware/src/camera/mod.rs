@@ -1,9 +1,11 @@
 //! Where frames come from, behind one trait: a V4L2 camera on the board, a folder of
 //! images, or a generated conveyor for demonstrations and tests.
 //!
-//! A source hands out frames; it does not keep time. The station stamps each frame on
-//! its clock and, for sources without a device clock (folder, synthetic), paces them at
-//! [`FrameSource::interval_us`].
+//! A source hands out frames; it does not keep time. The line stamps each frame on its
+//! clock and, for sources without a device clock (folder, synthetic), paces them at
+//! [`FrameSource::interval_us`]. A triggered source knows when the part passed its
+//! photo-eye ([`FrameSource::arrived_us`]): the pusher is timed from that edge, not from
+//! the capture, which can take seconds when a camera is (re)opened.
 
 mod v4l2;
 pub mod yuv;
@@ -81,6 +83,13 @@ pub trait FrameSource {
     /// dropped parts (found on a real V4L2 driver, docs/hardware-in-the-loop.md).
     fn flush(&mut self);
 
+    /// When the part behind the last [`Self::next_frame`] (frame or error) passed its
+    /// sensor, µs on the line's clock: the trigger edge. `None` when the part is in front
+    /// of the camera at capture (free-running and paced sources). No default, for the
+    /// reason [`Self::flush`] has none: a wrapper that dropped it timed the pusher from a
+    /// capture that took 1.9 s to open an unplugged-and-back camera, and missed the part.
+    fn arrived_us(&self) -> Option<u64>;
+
     /// Step past the part in front of the camera without capturing it (inspection is
     /// behind and it passes uninspected); its ground truth, when the source knows it.
     fn skip(&mut self) -> Option<bool> {
@@ -103,6 +112,10 @@ impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
 
     fn flush(&mut self) {
         (**self).flush()
+    }
+
+    fn arrived_us(&self) -> Option<u64> {
+        (**self).arrived_us()
     }
 
     fn skip(&mut self) -> Option<bool> {
@@ -185,6 +198,10 @@ impl FrameSource for SyntheticConveyor {
 
     /// Generated on request: nothing is ever queued.
     fn flush(&mut self) {}
+
+    fn arrived_us(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Images from a folder, in name order, once or looped.
@@ -249,6 +266,10 @@ impl FrameSource for DirSource {
     /// Read on request: nothing is ever queued.
     fn flush(&mut self) {}
 
+    fn arrived_us(&self) -> Option<u64> {
+        None
+    }
+
     fn skip(&mut self) -> Option<bool> {
         self.seq += 1;
         None
@@ -301,6 +322,10 @@ impl<S: FrameSource> FrameSource for Roi<S> {
         self.inner.flush();
     }
 
+    fn arrived_us(&self) -> Option<u64> {
+        self.inner.arrived_us()
+    }
+
     fn describe(&self) -> String {
         match self.roi {
             Some(r) => format!("{}, region {r:?}", self.inner.describe()),
@@ -345,6 +370,10 @@ impl<S: FrameSource> FrameSource for Sampled<S> {
         self.inner.flush();
     }
 
+    fn arrived_us(&self) -> Option<u64> {
+        self.inner.arrived_us()
+    }
+
     fn skip(&mut self) -> Option<bool> {
         self.inner.skip()
     }
@@ -354,35 +383,38 @@ impl<S: FrameSource> FrameSource for Sampled<S> {
     }
 }
 
-/// Takes a frame only when a part arrives: each message on `edges` (a photo-eye edge,
-/// from `main`'s GPIO thread or a test) flushes the camera's stale buffers and captures
-/// the next frame. With no edge within `wait`, reports [`FrameError::Idle`] so the
-/// caller can check for shutdown.
+/// Takes a frame only when a part arrives: each message on `edges` (the time of a
+/// photo-eye edge on the line's clock, from `main`'s GPIO thread or a test) flushes the
+/// camera's stale buffers and captures the next frame. With no edge within `wait`,
+/// reports [`FrameError::Idle`] so the caller can check for shutdown.
 #[derive(Debug)]
 pub struct Triggered<S> {
     inner: S,
-    edges: std::sync::mpsc::Receiver<()>,
+    edges: std::sync::mpsc::Receiver<u64>,
     wait: std::time::Duration,
     input: String,
+    arrived_us: Option<u64>,
 }
 
 impl<S: FrameSource> Triggered<S> {
     /// Capture from `inner` on each edge received; `input` names the trigger in errors.
     pub fn new(
         inner: S,
-        edges: std::sync::mpsc::Receiver<()>,
+        edges: std::sync::mpsc::Receiver<u64>,
         wait: std::time::Duration,
         input: String,
     ) -> Self {
-        Self { inner, edges, wait, input }
+        Self { inner, edges, wait, input, arrived_us: None }
     }
 }
 
 impl<S: FrameSource> FrameSource for Triggered<S> {
     fn next_frame(&mut self) -> Result<Frame, FrameError> {
         use std::sync::mpsc::RecvTimeoutError;
+        self.arrived_us = None;
         match self.edges.recv_timeout(self.wait) {
-            Ok(()) => {
+            Ok(at_us) => {
+                self.arrived_us = Some(at_us);
                 self.inner.flush();
                 self.inner.next_frame()
             }
@@ -399,6 +431,10 @@ impl<S: FrameSource> FrameSource for Triggered<S> {
 
     fn flush(&mut self) {
         self.inner.flush();
+    }
+
+    fn arrived_us(&self) -> Option<u64> {
+        self.arrived_us
     }
 
     fn describe(&self) -> String {
@@ -525,11 +561,14 @@ mod tests {
             Triggered::new(SyntheticConveyor::new(spec, 1000.0, 0.0, 3), rx, wait, "photo-eye".into());
         assert_eq!(t.interval_us(), None, "the trigger, not a clock, paces parts");
         assert!(matches!(t.next_frame(), Err(FrameError::Idle)));
-        tx.send(()).unwrap();
-        tx.send(()).unwrap();
+        tx.send(1_000).unwrap();
+        tx.send(2_500).unwrap();
         assert_eq!(t.next_frame().unwrap().seq, 0);
+        assert_eq!(t.arrived_us(), Some(1_000), "the part is timed from its edge");
         assert_eq!(t.next_frame().unwrap().seq, 1);
+        assert_eq!(t.arrived_us(), Some(2_500));
         assert!(matches!(t.next_frame(), Err(FrameError::Idle)));
+        assert_eq!(t.arrived_us(), None, "no edge, no part");
         drop(tx);
         let err = t.next_frame().unwrap_err().to_string();
         assert!(err.contains("photo-eye") && err.contains("stopped"), "{err}");
@@ -554,6 +593,9 @@ mod tests {
         fn flush(&mut self) {
             self.flushes += 1;
         }
+        fn arrived_us(&self) -> Option<u64> {
+            None
+        }
     }
 
     #[test]
@@ -564,8 +606,9 @@ mod tests {
         let wait = std::time::Duration::from_millis(20);
         let mut t = Triggered::new(Box::new(camera) as Box<dyn FrameSource>, rx, wait, "photo-eye".into());
         for n in 1..=3 {
-            tx.send(()).unwrap();
+            tx.send(n * 10).unwrap();
             assert_eq!(t.next_frame().unwrap().seq, n, "the frame after trigger {n} was not taken fresh");
+            assert_eq!(t.arrived_us(), Some(n * 10));
         }
     }
 }

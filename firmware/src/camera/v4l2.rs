@@ -145,6 +145,11 @@ impl FrameSource for V4l2Source {
         self.last_sequence = None;
     }
 
+    /// Free-running: the part is what the sensor saw at capture.
+    fn arrived_us(&self) -> Option<u64> {
+        None
+    }
+
     fn describe(&self) -> String {
         format!("V4L2 camera {} ({}x{} {:?})", self.path.display(), self.width, self.height, self.format)
     }
