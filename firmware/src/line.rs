@@ -136,6 +136,14 @@ where
         let mut backoff = retry.first_ms;
         // Counts frame slots (parts, lost or not); an idle trigger wait is not one.
         let mut seq = 0u64;
+        // Numbers every part sent to the station, frames the camera dropped included.
+        let mut next_part = {
+            let mut n = 0u64;
+            move || {
+                n += 1;
+                n - 1
+            }
+        };
         loop {
             if worker_stop.load(Ordering::Relaxed) || limits.parts.is_some_and(|n| seq >= n) {
                 break;
@@ -151,7 +159,8 @@ where
                     let truth = source.skip();
                     seq += 1;
                     worker_overruns.fetch_add(1, Ordering::Relaxed);
-                    let part = Inspected { seq: seq - 1, truth, score: Err(OVERRUN.into()), thumbnail: None };
+                    let part = next_part();
+                    let part = Inspected { part, truth, score: Err(OVERRUN.into()), thumbnail: None };
                     if tx.send((due, part, None)).is_err() {
                         break;
                     }
@@ -170,8 +179,8 @@ where
             let dropped = frame.as_ref().map_or(0, |f| f.dropped_before);
             for _ in 0..dropped {
                 worker_overruns.fetch_add(1, Ordering::Relaxed);
-                let part =
-                    Inspected { seq: u64::MAX, truth: None, score: Err(OVERRUN.into()), thumbnail: None };
+                let part = next_part();
+                let part = Inspected { part, truth: None, score: Err(OVERRUN.into()), thumbnail: None };
                 if tx.send((captured, part, None)).is_err() {
                     return;
                 }
@@ -181,7 +190,7 @@ where
                 Err(FrameError::Idle) => continue,
                 Err(FrameError::Lost { .. }) => {
                     // The part in front of the camera is uninspected; wait before retrying.
-                    let part = inspect(&mut inspector, frame);
+                    let part = inspect(&mut inspector, next_part(), frame);
                     if tx.send((passed, part, None)).is_err() {
                         break;
                     }
@@ -191,7 +200,7 @@ where
                 }
                 _ => backoff = retry.first_ms,
             }
-            let part = inspect(&mut inspector, frame);
+            let part = inspect(&mut inspector, next_part(), frame);
             let scored_at_us = clock.now_us();
             let times = WorkerTimes {
                 capture_us: captured - asked,
@@ -339,7 +348,7 @@ mod tests {
 
         let c = s.counters;
         assert_eq!(c.parts, 30, "every part on the belt is accounted for");
-        let inspected: Vec<u64> = results.iter().filter(|r| r.fault.is_none()).map(|r| r.seq).collect();
+        let inspected: Vec<u64> = results.iter().filter(|r| r.fault.is_none()).map(|r| r.part).collect();
         assert_eq!(inspected, [0, 5, 10, 15, 20, 25]);
         assert_eq!((s.overruns, c.uninspected, c.ok), (24, 24, 6));
         assert_eq!(c.rejects, 24, "the reject policy pushes every uninspected part");
@@ -349,9 +358,9 @@ mod tests {
         let mut truth = SyntheticConveyor::new(SynthSpec::square(Surface::Fabric, 32), 200.0, 0.3, 1);
         let mut expected_rises = Vec::new();
         for r in &results {
-            assert_eq!(r.truth, truth.skip(), "truth of part {}", r.seq);
-            let passed_camera = 1_000_000 + 5_000 * r.seq;
-            assert_eq!(r.captured_us, passed_camera, "part {}", r.seq);
+            assert_eq!(r.truth, truth.skip(), "truth of part {}", r.part);
+            let passed_camera = 1_000_000 + 5_000 * r.part;
+            assert_eq!(r.captured_us, passed_camera, "part {}", r.part);
             if r.fault.is_some() {
                 assert_eq!(r.fault.as_deref(), Some(OVERRUN));
                 expected_rises.push(passed_camera + 300_000);

@@ -309,7 +309,7 @@ impl Control {
 /// The wire record of a decision.
 fn record(r: &PartResult) -> Inspection {
     Inspection {
-        part: r.seq,
+        part: r.part,
         captured_us: r.captured_us,
         score: r.score.unwrap_or(f32::NAN),
         verdict: r.verdict,
@@ -578,14 +578,14 @@ mod tests {
         let thumb = image::RgbImage::from_pixel(64, 48, image::Rgb([90, 90, 90]));
         for (i, score) in [0.5f32, 3.0, 0.2].into_iter().enumerate() {
             let part =
-                Inspected { seq: i as u64, truth: None, score: Ok(score), thumbnail: Some(thumb.clone()) };
+                Inspected { part: i as u64, truth: None, score: Ok(score), thumbnail: Some(thumb.clone()) };
             st.decide(clock.now_us(), part);
         }
         let Ok(Reply::Status(c)) = answer(&mut st, &RequestBody::Status, &id, 4) else { panic!() };
         assert_eq!((c.parts, c.ok, c.ng, c.rejects, c.overruns), (3, 2, 1, 1, 4));
 
         assert_eq!(answer(&mut st, &RequestBody::SetThreshold(0.4), &id, 0), Ok(Reply::Done));
-        st.decide(clock.now_us(), Inspected { seq: 3, truth: None, score: Ok(0.5), thumbnail: None });
+        st.decide(clock.now_us(), Inspected { part: 3, truth: None, score: Ok(0.5), thumbnail: None });
         assert_eq!(st.counters().ng, 2, "0.5 is NG at the new threshold");
         assert!(answer(&mut st, &RequestBody::SetThreshold(f32::NAN), &id, 0).is_err());
         let slower = RequestBody::SetReject { delay_ms: 520.0, pulse_ms: 25.0 };

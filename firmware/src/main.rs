@@ -20,7 +20,6 @@ use kensa_fw::station::{Action, PartResult, Station};
 use kensa_fw::store::{Holds, Store};
 use kensa_fw::supervisor::{self, Supervised};
 use kensa_shared::synth::{Surface, SynthSpec};
-use kensa_shared::verdict::Verdict;
 use std::time::Duration;
 
 /// The model the simulation runs when none is given: PatchCore trained on generated
@@ -503,11 +502,7 @@ fn run_line<P: OutputPin>(
 }
 
 fn print_part(r: &PartResult, clock: &MonotonicClock) {
-    let verdict = match r.verdict {
-        Verdict::Ok => "OK",
-        Verdict::Ng => "NG",
-        Verdict::Uninspected => "UNINSPECTED",
-    };
+    let verdict = r.verdict;
     let score = r.score.map_or("    -".into(), |s| format!("{s:7.3}"));
     let truth = match r.truth {
         Some(true) => "  (debris)",
@@ -526,7 +521,7 @@ fn print_part(r: &PartResult, clock: &MonotonicClock) {
     let fault = r.fault.as_deref().map(|f| format!("  [{f}]")).unwrap_or_default();
     println!(
         "part {:4}  {:<11} score {score}{truth:<10}  decided in {:5.1} ms  {action}{fault}  t={:.2}s",
-        r.seq,
+        r.part,
         verdict,
         (r.decided_us - r.captured_us) as f64 / 1e3,
         clock.now_us() as f64 / 1e6

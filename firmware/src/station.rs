@@ -26,11 +26,12 @@ pub trait Inspector {
     fn threshold(&self) -> f32;
 }
 
-/// A part after the model: its frame number, ground truth if known, and score or fault.
+/// A part after the model: its number, ground truth if known, and score or fault.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inspected {
-    /// Frame number (`u64::MAX` when no frame came).
-    pub seq: u64,
+    /// Part number on this line, from 0 in arrival order. Every part has one, whether a
+    /// frame came or not (a part the camera missed is still a part on the belt).
+    pub part: u64,
     /// Ground truth, when the source knows it.
     pub truth: Option<bool>,
     /// The score, or why there is none.
@@ -52,19 +53,16 @@ fn thumbnail(image: &DynamicImage) -> RgbImage {
     }
 }
 
-/// Score `frame` (or carry the reason there is no frame).
-pub fn inspect<I: Inspector>(inspector: &mut I, frame: Result<Frame, FrameError>) -> Inspected {
+/// Score part `part` from `frame` (or carry the reason there is no frame).
+pub fn inspect<I: Inspector>(inspector: &mut I, part: u64, frame: Result<Frame, FrameError>) -> Inspected {
     match frame {
         Ok(f) => Inspected {
-            seq: f.seq,
+            part,
             truth: f.truth,
             score: inspector.score(&f.image).map_err(|e| format!("model error: {e}")),
             thumbnail: Some(thumbnail(&f.image)),
         },
-        Err(e @ FrameError::Corrupt { seq, .. }) => {
-            Inspected { seq, truth: None, score: Err(e.to_string()), thumbnail: None }
-        }
-        Err(e) => Inspected { seq: u64::MAX, truth: None, score: Err(e.to_string()), thumbnail: None },
+        Err(e) => Inspected { part, truth: None, score: Err(e.to_string()), thumbnail: None },
     }
 }
 
@@ -82,8 +80,8 @@ pub enum Action {
 /// The record of one part.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartResult {
-    /// Frame number.
-    pub seq: u64,
+    /// Part number on this line (see [`Inspected::part`]).
+    pub part: u64,
     /// When the part passed the camera (µs): its trigger edge, or the capture. The
     /// pusher fires at this plus the belt delay.
     pub captured_us: u64,
@@ -183,7 +181,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
 
     /// Decide on the part captured at `captured_us` and act on it.
     pub fn decide(&mut self, captured_us: u64, part: Inspected) -> PartResult {
-        let Inspected { seq, truth, score: scored, thumbnail } = part;
+        let Inspected { part, truth, score: scored, thumbnail } = part;
         let (score, verdict, fault) = match scored {
             Ok(s) => {
                 let v = decide(s, self.threshold);
@@ -225,8 +223,17 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         };
         let seen = thumbnail.clone();
         let thumbnail = thumbnail.filter(|_| verdict != Verdict::Ok);
-        let r =
-            PartResult { seq, captured_us, decided_us: now, score, verdict, action, fault, truth, thumbnail };
+        let r = PartResult {
+            part,
+            captured_us,
+            decided_us: now,
+            score,
+            verdict,
+            action,
+            fault,
+            truth,
+            thumbnail,
+        };
         if seen.is_some() {
             self.last_seen = Some(PartResult { thumbnail: seen, ..r.clone() });
         }
@@ -371,9 +378,10 @@ mod tests {
         )
     }
 
-    /// Score and decide in one go, as the tests need no worker thread.
+    /// Score and decide in one go, as the tests need no worker thread; parts are
+    /// numbered in arrival order, as the line numbers them.
     fn handle(st: &mut TestStation, captured_us: u64, frame: Result<Frame, FrameError>) -> PartResult {
-        let part = inspect(&mut MeanGrey, frame);
+        let part = inspect(&mut MeanGrey, st.counters().parts, frame);
         st.decide(captured_us, part)
     }
 
@@ -424,7 +432,7 @@ mod tests {
     fn thumbnails_are_small_whatever_the_frame_size() {
         let big = DynamicImage::ImageLuma8(image::GrayImage::new(1280, 960));
         let f = Frame { seq: 0, image: big, truth: None, origin: "cam".into(), dropped_before: 0 };
-        let t = inspect(&mut MeanGrey, Ok(f)).thumbnail.unwrap();
+        let t = inspect(&mut MeanGrey, 0, Ok(f)).thumbnail.unwrap();
         assert_eq!(t.dimensions(), (THUMBNAIL_SIDE, THUMBNAIL_SIDE * 3 / 4));
     }
 
@@ -487,8 +495,8 @@ mod tests {
             clock.advance(1_000);
             handle(&mut st, clock.now_us(), frame(i, 10));
         }
-        let seqs: Vec<u64> = st.recent().map(|r| r.seq).collect();
-        assert_eq!(seqs.len(), RECENT);
-        assert_eq!(seqs[0], 10);
+        let parts: Vec<u64> = st.recent().map(|r| r.part).collect();
+        assert_eq!(parts.len(), RECENT);
+        assert_eq!(parts[0], 10);
     }
 }

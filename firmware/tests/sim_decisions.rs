@@ -19,11 +19,11 @@ fn decisions_match_the_recorded_ones() {
     let mut model = Model::from_bytes(MODEL, "demo model", &[]).unwrap();
     let mut source = SyntheticConveyor::new(SynthSpec::square(Surface::BrushedMetal, 256), 5.0, 0.5, 3);
     let mut lines = Vec::new();
-    for _ in 0..6 {
-        let part = inspect(&mut model, source.next_frame());
+    for n in 0..6 {
+        let part = inspect(&mut model, n, source.next_frame());
         let score = part.score.clone().unwrap();
         let verdict = decide(score, model.threshold());
-        lines.push((part.seq, part.truth.unwrap(), verdict, score));
+        lines.push((part.part, part.truth.unwrap(), verdict, score));
     }
     let text: String = lines
         .iter()

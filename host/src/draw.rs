@@ -6,8 +6,8 @@ use image::{GrayImage, Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_line_segment_mut};
 use imageproc::rect::Rect;
 
-use crate::anomaly::map::DefectBox;
-use crate::supervised::classifier::Epoch;
+use kensa_core::heads::classifier::Epoch;
+use kensa_core::map::DefectBox;
 
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const BLACK: Rgb<u8> = Rgb([0, 0, 0]);

@@ -1,9 +1,27 @@
-//! `kensa`: the engineer's command line. `main` parses, runs, and owns the exit code.
+//! `kensa`: the engineer's command line. `main` parses, runs one command, and owns the
+//! exit code; [`cli`] is the flags, [`settings`] turns them into ready values, [`cmd`]
+//! holds one file per command over the `kensa-core` library.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use kensa::cli;
+
+/// `println!` that returns the I/O error instead of panicking, so that `kensa … | head`
+/// ends quietly when the reader goes away (`main` treats a broken pipe as success).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+mod cli;
+mod cmd;
+mod draw;
+mod link;
+mod progress;
+mod report;
+mod settings;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -14,7 +32,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.run() {
+    match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {

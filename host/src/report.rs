@@ -9,9 +9,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::draw;
-use crate::eval::{Case, Metrics};
-use crate::metrics;
-use crate::model::TrainedModel;
+use kensa_core::eval::{Case, Metrics};
+use kensa_core::metrics;
+use kensa_core::model::TrainedModel;
 
 /// Good images with the highest scores shown as "worst false alarms".
 const WORST_GOOD: usize = 12;

@@ -17,6 +17,24 @@ pub enum Verdict {
     Uninspected,
 }
 
+impl Verdict {
+    /// How logs, the CLI and reports write it: `OK`, `NG`, `UNINSPECTED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Ng => "NG",
+            Verdict::Uninspected => "UNINSPECTED",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, not `write_str`, so that `{:<11}` aligns columns.
+        f.pad(self.as_str())
+    }
+}
+
 /// Apply the decision rule: NG when `score >= threshold`, uninspected when the score is
 /// not a finite number.
 pub fn decide(score: f32, threshold: f32) -> Verdict {
@@ -32,6 +50,12 @@ pub fn decide(score: f32, threshold: f32) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdicts_read_the_same_everywhere_and_pad_in_columns() {
+        assert_eq!(format!("[{:<4}]", Verdict::Ok), "[OK  ]");
+        assert_eq!(Verdict::Uninspected.to_string(), "UNINSPECTED");
+    }
 
     #[test]
     fn threshold_is_inclusive_for_ng() {

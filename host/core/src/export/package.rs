@@ -1,0 +1,54 @@
+//! A trained model as a [`Package`]: its graph and the manifest the box reads.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kensa_shared::package::{Manifest, Package, Precision};
+
+use super::calibrate::{calibrate, calibration_images};
+use super::graph::graph;
+use crate::error::Result;
+use crate::map;
+use crate::model::TrainedModel;
+
+/// The package of `model` at `precision`, with `metrics` measured at export.
+pub fn package(model: &TrainedModel, precision: Precision, metrics: Vec<(String, f64)>) -> Result<Package> {
+    package_calibrated(model, precision, metrics, None)
+}
+
+/// [`package`], an `int8` one calibrated on `calibration` (default: the first good
+/// training images of the folder the model was trained on).
+pub fn package_calibrated(
+    model: &TrainedModel,
+    precision: Precision,
+    metrics: Vec<(String, f64)>,
+    calibration: Option<&[image::DynamicImage]>,
+) -> Result<Package> {
+    let ranges = match (precision, calibration) {
+        (Precision::Int8, Some(images)) => Some(calibrate(model, images)?),
+        (Precision::Int8, None) => Some(calibrate(model, &calibration_images(model)?)?),
+        _ => None,
+    };
+    let onnx = graph(model, precision, ranges.as_ref())?;
+    let t = &model.training;
+    let manifest = Manifest {
+        kind: model.head.name().into(),
+        preprocess: model.preprocess,
+        tiling: model.tiling,
+        threshold: model.threshold.value,
+        threshold_rule: model.threshold.rule.to_string(),
+        score: format!(
+            "mean of the highest {:.1} % of the anomaly map, sampled every {} px",
+            100.0 * model.score_top_share,
+            map::SCORE_STRIDE
+        ),
+        precision,
+        training: format!(
+            "{} good + {} defective images from {}, coreset {:?}, seed {}",
+            t.images, t.defect_images, t.dataset, t.coreset_ratio, t.seed
+        ),
+        metrics,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        onnx_sha256: String::new(),
+    };
+    Ok(Package::new(manifest, onnx))
+}

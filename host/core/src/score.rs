@@ -1,0 +1,242 @@
+//! The training-time scoring pipeline: preprocess → backbone (tract) → embed → head →
+//! map → score, for whole images and tiled ones.
+
+use image::DynamicImage;
+use kensa_shared::preprocess::Preprocess;
+use kensa_shared::tiling::{Stitcher, Tile};
+use rayon::prelude::*;
+
+use crate::backbone::Backbone;
+use crate::error::Result;
+use crate::model::TrainedModel;
+use crate::{embed, map};
+
+impl TrainedModel {
+    /// Map and score of one model input's embedded patches.
+    pub fn score_patches(&self, pt: &embed::Patches) -> Scored {
+        let p = self.preprocess;
+        let (h, w) = (p.height as usize, p.width as usize);
+        let m = map::anomaly_map(&self.head.patch_scores(pt), pt.h, pt.w, h, w);
+        Scored { score: map::image_score(&m, w, self.score_top_share), map: m, width: w, height: h }
+    }
+
+    /// The model inputs cut from `img`: its tiles, or the whole image as one "tile".
+    pub fn crops(&self, img: &DynamicImage) -> Vec<(Tile, DynamicImage)> {
+        kensa_shared::tiling::crops(self.tiling, img)
+    }
+}
+
+/// Images per backbone run.
+pub const BATCH: usize = 4;
+
+/// Preprocess `images` and extract patch embeddings, in order, using all cores.
+pub fn extract_patches(
+    backbone: &Backbone,
+    pre: &Preprocess,
+    images: &[DynamicImage],
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<embed::Patches>> {
+    let chunks: Vec<Vec<embed::Patches>> = images
+        .par_chunks(backbone.batch)
+        .map(|chunk| {
+            let mut input = Vec::with_capacity(chunk.len() * pre.len());
+            for img in chunk {
+                input.extend(pre.apply(img));
+            }
+            let maps = backbone.run(&input, chunk.len())?;
+            progress(chunk.len());
+            Ok(maps.iter().map(|m| embed::embed(m)).collect())
+        })
+        .collect::<Result<_>>()?;
+    Ok(chunks.into_iter().flatten().collect())
+}
+
+/// One scored image.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// Anomaly map, row-major `width`×`height`: the model input resolution, or for a
+    /// tiled model the whole image at the tiles' model-px-per-source-px scale.
+    pub map: Vec<f32>,
+    /// Map width.
+    pub width: usize,
+    /// Map height.
+    pub height: usize,
+    /// Image score: the mean of the map's highest share ([`map::image_score`]); a tiled
+    /// image scores its highest tile.
+    pub score: f32,
+}
+
+impl Scored {
+    /// `img` as this map sees it (the model input, or the whole image at map scale), in
+    /// the colour policy of `pre`, for overlays.
+    pub fn view(&self, pre: &Preprocess, img: &DynamicImage) -> image::RgbImage {
+        Preprocess { width: self.width as u32, height: self.height as u32, ..*pre }.resized_rgb(img)
+    }
+
+    /// Source-image px per map px (x, y) for an image of `src_w`×`src_h`.
+    pub fn source_per_map_px(&self, src_w: u32, src_h: u32) -> (f64, f64) {
+        (src_w as f64 / self.width as f64, src_h as f64 / self.height as f64)
+    }
+
+    /// Predicted defects at `threshold`, in map pixels (for overlays).
+    pub fn map_boxes(&self, threshold: f32) -> Vec<map::DefectBox> {
+        map::defect_boxes(&self.map, self.width, self.height, threshold)
+    }
+
+    /// Predicted defects at `threshold`, in source-image pixels.
+    pub fn boxes(&self, src_w: u32, src_h: u32, threshold: f32) -> Vec<map::DefectBox> {
+        self.to_source(&self.map_boxes(threshold), src_w, src_h)
+    }
+
+    /// `boxes` (map pixels) in pixels of the `src_w`×`src_h` source image.
+    pub fn to_source(&self, boxes: &[map::DefectBox], src_w: u32, src_h: u32) -> Vec<map::DefectBox> {
+        let (sx, sy) = self.source_per_map_px(src_w, src_h);
+        boxes
+            .iter()
+            .map(|&b| map::DefectBox {
+                x0: (b.x0 as f64 * sx).floor() as u32,
+                y0: (b.y0 as f64 * sy).floor() as u32,
+                x1: (((b.x1 + 1) as f64 * sx).ceil() as u32).saturating_sub(1).min(src_w - 1),
+                y1: (((b.y1 + 1) as f64 * sy).ceil() as u32).saturating_sub(1).min(src_h - 1),
+                ..b
+            })
+            .collect()
+    }
+}
+
+/// Wall time of each scoring stage for one image.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// Resize and colour conversion.
+    pub preprocess: std::time::Duration,
+    /// CNN forward pass (tract).
+    pub backbone: std::time::Duration,
+    /// Pooling, alignment and concatenation of feature maps.
+    pub embed: std::time::Duration,
+    /// Nearest-neighbour search (PatchCore) or Mahalanobis distances (PaDiM).
+    pub head: std::time::Duration,
+    /// Upsampling, blur and image score.
+    pub map: std::time::Duration,
+}
+
+impl StageTimes {
+    /// Sum of the stages.
+    pub fn total(&self) -> std::time::Duration {
+        self.preprocess + self.backbone + self.embed + self.head + self.map
+    }
+}
+
+/// The training-time scoring pipeline.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    backbone: Backbone,
+    /// The model scored with.
+    pub model: TrainedModel,
+}
+
+impl Scorer {
+    /// Load the backbone for the model's input size, running [`BATCH`] images at a time.
+    pub fn new(model: TrainedModel) -> Result<Self> {
+        Self::with_batch(model, BATCH)
+    }
+
+    /// Load the backbone running `batch` images at a time (1 for one image at a time:
+    /// a partly filled batch costs as much as a full one).
+    pub fn with_batch(model: TrainedModel, batch: usize) -> Result<Self> {
+        let p = model.preprocess;
+        let backbone =
+            Backbone::load(&model.backbone, &model.features, p.height as usize, p.width as usize, batch)?;
+        Ok(Self { backbone, model })
+    }
+
+    /// Score one (untiled) image on the calling thread, timing each stage.
+    pub fn score_timed(&self, img: &DynamicImage) -> Result<(Scored, StageTimes)> {
+        crate::error::ensure!(
+            self.model.tiling.is_none(),
+            Invalid,
+            "stage timing covers untiled models only"
+        );
+        let t0 = std::time::Instant::now();
+        let input = self.model.preprocess.apply(img);
+        let t1 = std::time::Instant::now();
+        let maps = self.backbone.run(&input, 1)?;
+        let t2 = std::time::Instant::now();
+        let patches = embed::embed(&maps[0]);
+        let t3 = std::time::Instant::now();
+        let grid = self.patch_scores(&patches);
+        let t4 = std::time::Instant::now();
+        let p = self.model.preprocess;
+        let m = map::anomaly_map(&grid, patches.h, patches.w, p.height as usize, p.width as usize);
+        let scored = Scored {
+            score: map::image_score(&m, p.width as usize, self.model.score_top_share),
+            map: m,
+            width: p.width as usize,
+            height: p.height as usize,
+        };
+        let t5 = std::time::Instant::now();
+        Ok((
+            scored,
+            StageTimes {
+                preprocess: t1 - t0,
+                backbone: t2 - t1,
+                embed: t3 - t2,
+                head: t4 - t3,
+                map: t5 - t4,
+            },
+        ))
+    }
+
+    /// Patch-score grid of embedded patches.
+    pub fn patch_scores(&self, p: &embed::Patches) -> Vec<f32> {
+        self.model.head.patch_scores(p)
+    }
+
+    /// Score images (both cores); `progress` is told how many finished.
+    pub fn score(&self, images: &[DynamicImage], progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Scored>> {
+        match self.model.tiling {
+            None => {
+                let patches = extract_patches(&self.backbone, &self.model.preprocess, images, &|_| ())?;
+                Ok(patches
+                    .par_iter()
+                    .map(|pt| {
+                        let s = self.tile_map(pt);
+                        progress(1);
+                        s
+                    })
+                    .collect())
+            }
+            // One image at a time: its tiles fill the batches and both cores, and memory
+            // stays bounded by one image's tiles.
+            Some(_) => images
+                .iter()
+                .map(|img| {
+                    let s = self.score_tiled(img)?;
+                    progress(1);
+                    Ok(s)
+                })
+                .collect(),
+        }
+    }
+
+    /// The anomaly map of one model input.
+    fn tile_map(&self, pt: &embed::Patches) -> Scored {
+        self.model.score_patches(pt)
+    }
+
+    fn score_tiled(&self, img: &DynamicImage) -> Result<Scored> {
+        let crops = self.model.crops(img);
+        let pics: Vec<DynamicImage> = crops.iter().map(|(_, c)| c.clone()).collect();
+        let patches = extract_patches(&self.backbone, &self.model.preprocess, &pics, &|_| ())?;
+        let maps: Vec<Scored> = patches.par_iter().map(|pt| self.tile_map(pt)).collect();
+        let (t0, m0) = (crops[0].0, &maps[0]);
+        let mut st = Stitcher::new(img.width(), img.height(), t0.w, t0.h, m0.width, m0.height);
+        for ((tile, _), m) in crops.iter().zip(&maps) {
+            st.add(*tile, &m.map, m.width, m.height);
+        }
+        let (width, height) = (st.width, st.height);
+        let map = st.finish();
+        let score = maps.iter().map(|m| m.score).fold(f32::NEG_INFINITY, f32::max);
+        let score = if maps.iter().any(|m| m.score.is_nan()) { f32::NAN } else { score };
+        Ok(Scored { score, map, width, height })
+    }
+}

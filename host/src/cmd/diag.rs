@@ -1,0 +1,179 @@
+//! `kensa diag`: what a box sees and does, over its serial line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kensa_shared::wire::{Event, FirmwareState, Inspection, Reply, RequestBody};
+
+use crate::cli::DiagAction as Action;
+use crate::link::Link;
+
+fn line(i: &Inspection) -> String {
+    let verdict = i.verdict;
+    let score = if i.score.is_nan() { "      -".into() } else { format!("{:7.3}", i.score) };
+    format!("part {:5}  {verdict:<11} score {score}  decided in {:6.1} ms", i.part, i.latency_us as f64 / 1e3)
+}
+
+fn save_thumbnail(t: &kensa_shared::wire::Thumbnail, path: &Path) -> Result<()> {
+    let img = image::GrayImage::from_raw(t.width as u32, t.height as u32, t.pixels.clone())
+        .context("thumbnail size does not match its pixels")?;
+    img.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn expect_done(r: Reply) -> Result<()> {
+    match r {
+        Reply::Done => Ok(()),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// Run `action` against the box on `port`.
+pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
+    let mut link = Link::open(port, baud)?;
+    match action {
+        Action::Info => info(&mut link)?,
+        Action::Status => status(&mut link)?,
+        Action::Watch { count } => watch(&mut link, *count)?,
+        Action::Set { threshold, delay_ms, pulse_ms } => set(&mut link, *threshold, *delay_ms, *pulse_ms)?,
+        Action::Restart => {
+            match link.call(RequestBody::Restart)? {
+                Reply::Restarting => {}
+                other => bail!("unexpected answer to restart: {other:?}"),
+            }
+            say!("the box is restarting its pipeline");
+        }
+        Action::TestReject => {
+            expect_done(link.call(RequestBody::TestReject)?)?;
+            say!("reject output fired");
+        }
+        Action::ClearLineStop => {
+            expect_done(link.call(RequestBody::ClearLineStop)?)?;
+            say!("line stop cleared");
+        }
+        Action::Logs => logs(&mut link)?,
+        Action::Snapshot { out } => {
+            let Reply::Snapshot(t) = link.call(RequestBody::Snapshot)? else { bail!("unexpected answer") };
+            let t = t.context("the box has not captured a frame yet")?;
+            save_thumbnail(&t, out)?;
+            say!("{}  -> {}", line(&t.inspection), out.display());
+        }
+        Action::LastNg { out, max } => last_ng(&mut link, out, *max)?,
+    }
+    if link.bad_frames > 0 {
+        tracing::warn!("{} corrupt frames dropped on {}", link.bad_frames, port.display());
+    }
+    Ok(())
+}
+
+fn info(link: &mut Link) -> Result<()> {
+    let Reply::Info(i) = link.call(RequestBody::Info)? else { bail!("unexpected answer to info") };
+    let state = match i.firmware_state {
+        FirmwareState::Unsupervised => "not supervised: firmware cannot be flashed",
+        FirmwareState::Committed => "supervised",
+        FirmwareState::Trial => "ON TRIAL: rolled back unless it reports healthy",
+    };
+    say!("firmware  kensa-fw {} (protocol {}), sha256 {}", i.firmware_version, i.protocol, i.firmware_sha256);
+    say!("          {state}");
+    say!("model     {}", i.model.as_deref().unwrap_or("none"));
+    say!("source    {}", i.source);
+    let saved = |s: bool| if s { " (saved over the link)" } else { "" };
+    say!("threshold {:.4}{}", i.threshold, saved(i.threshold_saved));
+    say!(
+        "reject    +{:.1} ms, {:.1} ms pulse{}",
+        i.reject_delay_ms,
+        i.reject_pulse_ms,
+        saved(i.reject_saved)
+    );
+    say!("uptime    {} s", i.uptime_s);
+    say!("line stop {}", if i.line_stopped { "RAISED" } else { "clear" });
+    Ok(())
+}
+
+fn status(link: &mut Link) -> Result<()> {
+    let Reply::Status(c) = link.call(RequestBody::Status)? else { bail!("unexpected answer to status") };
+    say!(
+        "parts {}  OK {}  NG {}  uninspected {} (overruns {})  rejects {} (merged {})  late {}  line stops {}",
+        c.parts,
+        c.ok,
+        c.ng,
+        c.uninspected,
+        c.overruns,
+        c.rejects,
+        c.merged,
+        c.late,
+        c.line_stops
+    );
+    Ok(())
+}
+
+fn watch(link: &mut Link, count: Option<u64>) -> Result<()> {
+    expect_done(link.call(RequestBody::Watch(true))?)?;
+    let mut seen = 0u64;
+    while count.is_none_or(|n| seen < n) {
+        if let Some(Event::Inspection(i)) = link.next_event(Duration::from_secs(5))? {
+            say!("{}", line(&i));
+            seen += 1;
+        }
+    }
+    link.call(RequestBody::Watch(false))?;
+    Ok(())
+}
+
+fn set(link: &mut Link, threshold: Option<f32>, delay_ms: Option<f32>, pulse_ms: Option<f32>) -> Result<()> {
+    let info = |link: &mut Link| match link.call(RequestBody::Info)? {
+        Reply::Info(i) => Ok(i),
+        other => bail!("unexpected answer to info: {other:?}"),
+    };
+    if let Some(t) = threshold {
+        expect_done(link.call(RequestBody::SetThreshold(t))?)?;
+    }
+    let reject = delay_ms.is_some() || pulse_ms.is_some();
+    if reject {
+        let now = info(link)?;
+        let (delay_ms, pulse_ms) =
+            (delay_ms.unwrap_or(now.reject_delay_ms), pulse_ms.unwrap_or(now.reject_pulse_ms));
+        expect_done(link.call(RequestBody::SetReject { delay_ms, pulse_ms })?)?;
+    }
+    let i = info(link)?;
+    if threshold.is_some() {
+        say!("threshold {:.4}", i.threshold);
+    }
+    if reject {
+        say!("reject    +{:.1} ms, {:.1} ms pulse", i.reject_delay_ms, i.reject_pulse_ms);
+    }
+    if (threshold.is_none() || i.threshold_saved) && (!reject || i.reject_saved) {
+        say!("saved: kept across restarts (a threshold until another model is flashed)");
+    } else {
+        say!("not saved: the box has no store, this lasts until it restarts");
+    }
+    Ok(())
+}
+
+fn logs(link: &mut Link) -> Result<()> {
+    let Reply::Logs(lines) = link.call(RequestBody::Logs)? else { bail!("unexpected answer to logs") };
+    for l in &lines {
+        say!("{l}");
+    }
+    if lines.is_empty() {
+        say!("(no log lines at the box's log level)");
+    }
+    Ok(())
+}
+
+fn last_ng(link: &mut Link, out: &Path, max: u8) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut saved = 0;
+    for n in 0..max {
+        let Reply::LastNg(t) = link.call(RequestBody::LastNg(n))? else { bail!("unexpected answer") };
+        let Some(t) = t else { break };
+        let path = out.join(format!("part{:06}.png", t.inspection.part));
+        save_thumbnail(&t, &path)?;
+        say!("{}  -> {}", line(&t.inspection), path.display());
+        saved += 1;
+    }
+    if saved == 0 {
+        say!("no rejected part with a thumbnail yet");
+    }
+    Ok(())
+}

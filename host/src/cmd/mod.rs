@@ -1,0 +1,49 @@
+//! One module per command; [`run`] picks it.
+
+mod backbone;
+mod bench;
+mod demo;
+mod diag;
+mod eval;
+mod export;
+mod flash;
+mod inspect;
+mod keys;
+mod predict;
+mod synth;
+mod train;
+
+use anyhow::Result;
+
+use crate::cli::{BackboneCmd, Command};
+
+/// Run one command.
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Backbone(BackboneCmd::Import { pth, out, features, truncate, scaling }) => {
+            backbone::import(&pth, &out, &features, !truncate, scaling.into())
+        }
+        Command::Backbone(BackboneCmd::Classify { model, images }) => backbone::classify(&model, &images),
+        Command::Demo { out, surface } => demo::run(&out, surface.into()),
+        Command::Train(a) => train::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Predict(a) => predict::run(&a),
+        Command::Export(a) => export::run(&a),
+        Command::Keygen { out } => keys::keygen(&out),
+        Command::Sign { file, key } => keys::sign(&file, &key),
+        Command::InspectPackage { package, extract_onnx } => inspect::run(&package, extract_onnx.as_deref()),
+        Command::Bench { model, package, threads, profile, images, runs } => {
+            bench::run(model.as_deref(), package.as_deref(), threads, profile, &images, runs)
+        }
+        Command::Diag { port, baud, action } => diag::run(&port, baud, &action),
+        Command::Flash { port, package, firmware, wait, baud } => {
+            flash::run(&port, baud, package.as_deref(), firmware.as_deref(), wait)
+        }
+        Command::Synth(a) => synth::run(&a),
+        Command::Version => {
+            say!("kensa {}", env!("CARGO_PKG_VERSION"));
+            say!("wire protocol {}", kensa_shared::wire::PROTOCOL_VERSION);
+            Ok(())
+        }
+    }
+}
