@@ -12,15 +12,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let inspection =
         Inspection { part: 42, captured_us: 1_000_000, score: 2.5, verdict: Verdict::Ng, latency_us: 61_000 };
-    let requests = [
-        RequestBody::Hello { protocol: PROTOCOL_VERSION },
-        RequestBody::Info,
-        RequestBody::Status,
-        RequestBody::Watch(true),
-        RequestBody::SetThreshold(1.5),
-        RequestBody::TestReject,
-        RequestBody::ClearLineStop,
-        RequestBody::LastNg(0),
+    let requests: [RequestBody; 8] = [
+        SessionRequest::Hello { protocol: PROTOCOL_VERSION }.into(),
+        StationRequest::Info.into(),
+        StationRequest::Status.into(),
+        SessionRequest::Watch(true).into(),
+        StationRequest::SetThreshold(1.5).into(),
+        StationRequest::TestReject.into(),
+        StationRequest::ClearLineStop.into(),
+        StationRequest::LastNg(0).into(),
     ];
     let mut seeds: Vec<Vec<u8>> = requests
         .into_iter()
@@ -57,18 +57,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     seeds.push(noisy);
     seeds.push(seeds[2][..seeds[2].len() / 2].to_vec());
     // Settings, restart and a firmware upload.
-    for (id, body) in [
-        (20, RequestBody::SetReject { delay_ms: 640.0, pulse_ms: 35.0 }),
-        (21, RequestBody::Restart),
+    let more: [(u32, RequestBody); 3] = [
+        (20, StationRequest::SetReject { delay_ms: 640.0, pulse_ms: 35.0 }.into()),
+        (21, SessionRequest::Restart.into()),
         (
             22,
-            RequestBody::FlashBegin {
+            FlashRequest::Begin {
                 target: FlashTarget::Firmware { signature: Some(vec![0x5a; 96]) },
                 size: 4 << 20,
                 sha256: "ab".repeat(32),
-            },
+            }
+            .into(),
         ),
-    ] {
+    ];
+    for (id, body) in more {
         seeds.push(encode(&Request { id, body })?);
     }
     for (i, s) in seeds.iter().enumerate() {

@@ -3,8 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use kensa_shared::wire::{Event, FirmwareState, Inspection, Reply, RequestBody};
+use anyhow::{Context, Result};
+use kensa_shared::wire::endpoint::{
+    ClearLineStop, Info, LastNg, Logs, Restart, SetReject, SetThreshold, Snapshot, Status, TestReject, Watch,
+};
+use kensa_shared::wire::{Event, FirmwareState, Inspection};
 
 use crate::cli::DiagAction as Action;
 use crate::link::Link;
@@ -21,13 +24,6 @@ fn save_thumbnail(t: &kensa_shared::wire::Thumbnail, path: &Path) -> Result<()> 
     img.save(path).with_context(|| format!("writing {}", path.display()))
 }
 
-fn expect_done(r: Reply) -> Result<()> {
-    match r {
-        Reply::Done => Ok(()),
-        other => bail!("unexpected answer {other:?}"),
-    }
-}
-
 /// Run `action` against the box on `port`.
 pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
     let mut link = Link::open(port, baud)?;
@@ -37,24 +33,20 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
         Action::Watch { count } => watch(&mut link, *count)?,
         Action::Set { threshold, delay_ms, pulse_ms } => set(&mut link, *threshold, *delay_ms, *pulse_ms)?,
         Action::Restart => {
-            match link.call(RequestBody::Restart)? {
-                Reply::Restarting => {}
-                other => bail!("unexpected answer to restart: {other:?}"),
-            }
+            link.call(Restart)?;
             say!("the box is restarting its pipeline");
         }
         Action::TestReject => {
-            expect_done(link.call(RequestBody::TestReject)?)?;
+            link.call(TestReject)?;
             say!("reject output fired");
         }
         Action::ClearLineStop => {
-            expect_done(link.call(RequestBody::ClearLineStop)?)?;
+            link.call(ClearLineStop)?;
             say!("line stop cleared");
         }
         Action::Logs => logs(&mut link)?,
         Action::Snapshot { out } => {
-            let Reply::Snapshot(t) = link.call(RequestBody::Snapshot)? else { bail!("unexpected answer") };
-            let t = t.context("the box has not captured a frame yet")?;
+            let t = link.call(Snapshot)?.context("the box has not captured a frame yet")?;
             save_thumbnail(&t, out)?;
             say!("{}  -> {}", line(&t.inspection), out.display());
         }
@@ -67,7 +59,7 @@ pub fn run(port: &Path, baud: u32, action: &Action) -> Result<()> {
 }
 
 fn info(link: &mut Link) -> Result<()> {
-    let Reply::Info(i) = link.call(RequestBody::Info)? else { bail!("unexpected answer to info") };
+    let i = link.call(Info)?;
     let state = match i.firmware_state {
         FirmwareState::Unsupervised => "not supervised: firmware cannot be flashed",
         FirmwareState::Committed => "supervised",
@@ -91,7 +83,7 @@ fn info(link: &mut Link) -> Result<()> {
 }
 
 fn status(link: &mut Link) -> Result<()> {
-    let Reply::Status(c) = link.call(RequestBody::Status)? else { bail!("unexpected answer to status") };
+    let c = link.call(Status)?;
     say!(
         "parts {}  OK {}  NG {}  uninspected {} (overruns {})  rejects {} (merged {})  late {}  line stops {}",
         c.parts,
@@ -108,7 +100,7 @@ fn status(link: &mut Link) -> Result<()> {
 }
 
 fn watch(link: &mut Link, count: Option<u64>) -> Result<()> {
-    expect_done(link.call(RequestBody::Watch(true))?)?;
+    link.call(Watch { on: true })?;
     let mut seen = 0u64;
     while count.is_none_or(|n| seen < n) {
         if let Some(Event::Inspection(i)) = link.next_event(Duration::from_secs(5))? {
@@ -116,26 +108,22 @@ fn watch(link: &mut Link, count: Option<u64>) -> Result<()> {
             seen += 1;
         }
     }
-    link.call(RequestBody::Watch(false))?;
+    link.call(Watch { on: false })?;
     Ok(())
 }
 
 fn set(link: &mut Link, threshold: Option<f32>, delay_ms: Option<f32>, pulse_ms: Option<f32>) -> Result<()> {
-    let info = |link: &mut Link| match link.call(RequestBody::Info)? {
-        Reply::Info(i) => Ok(i),
-        other => bail!("unexpected answer to info: {other:?}"),
-    };
     if let Some(t) = threshold {
-        expect_done(link.call(RequestBody::SetThreshold(t))?)?;
+        link.call(SetThreshold { value: t })?;
     }
     let reject = delay_ms.is_some() || pulse_ms.is_some();
     if reject {
-        let now = info(link)?;
+        let now = link.call(Info)?;
         let (delay_ms, pulse_ms) =
             (delay_ms.unwrap_or(now.reject_delay_ms), pulse_ms.unwrap_or(now.reject_pulse_ms));
-        expect_done(link.call(RequestBody::SetReject { delay_ms, pulse_ms })?)?;
+        link.call(SetReject { delay_ms, pulse_ms })?;
     }
-    let i = info(link)?;
+    let i = link.call(Info)?;
     if threshold.is_some() {
         say!("threshold {:.4}", i.threshold);
     }
@@ -151,7 +139,7 @@ fn set(link: &mut Link, threshold: Option<f32>, delay_ms: Option<f32>, pulse_ms:
 }
 
 fn logs(link: &mut Link) -> Result<()> {
-    let Reply::Logs(lines) = link.call(RequestBody::Logs)? else { bail!("unexpected answer to logs") };
+    let lines = link.call(Logs)?;
     for l in &lines {
         say!("{l}");
     }
@@ -165,8 +153,7 @@ fn last_ng(link: &mut Link, out: &Path, max: u8) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut saved = 0;
     for n in 0..max {
-        let Reply::LastNg(t) = link.call(RequestBody::LastNg(n))? else { bail!("unexpected answer") };
-        let Some(t) = t else { break };
+        let Some(t) = link.call(LastNg { n })? else { break };
         let path = out.join(format!("part{:06}.png", t.inspection.part));
         save_thumbnail(&t, &path)?;
         say!("{}  -> {}", line(&t.inspection), path.display());

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kensa_core::export::signature_path;
-use kensa_shared::wire::{FirmwareState, FlashTarget, Reply, RequestBody};
+use kensa_shared::wire::endpoint::{Committed, FlashBegin, FlashChunk, FlashCommit, Info};
+use kensa_shared::wire::{FirmwareState, FlashTarget};
 
-use crate::link::Link;
+use crate::link::{ClientError, Link};
 use crate::progress::Bar;
 
 /// Flash `package`, or with `firmware` that binary, waiting up to `wait` s for a new
@@ -30,19 +31,17 @@ fn upload(
     bytes: &[u8],
     target: FlashTarget,
     commit_wait: Duration,
-) -> Result<(Reply, u32)> {
+) -> Result<(Committed, u32)> {
     use kensa_shared::wire::FLASH_CHUNK;
     let sha256 = kensa_shared::sha256_hex(bytes);
     let size = bytes.len() as u64;
     let pb = Bar::standalone("flashing", bytes.len());
     let mut reconnects = 0;
     let reply = loop {
-        let attempt = (|| -> Result<Reply> {
+        let attempt = (|| -> Result<Committed> {
             let mut link = Link::open(port, baud)?;
-            let begin = RequestBody::FlashBegin { target: target.clone(), size, sha256: sha256.clone() };
-            let Reply::FlashOffset(mut at) = link.call(begin)? else {
-                bail!("unexpected answer to flash begin")
-            };
+            let begin = FlashBegin { target: target.clone(), size, sha256: sha256.clone() };
+            let mut at = link.call(begin)?;
             if at > 0 {
                 say!("resuming at byte {at} of {size}");
             }
@@ -50,18 +49,18 @@ fn upload(
                 pb.set_position(at);
                 let end = (at as usize + FLASH_CHUNK).min(bytes.len());
                 let data = bytes[at as usize..end].to_vec();
-                match link.call(RequestBody::FlashChunk { offset: at, data })? {
-                    Reply::FlashOffset(next) if next > at => at = next,
-                    other => bail!("the box did not take the bytes at {at}: {other:?}"),
+                match link.call(FlashChunk { offset: at, data })? {
+                    next if next > at => at = next,
+                    next => bail!("the box did not take the bytes at {at} (it holds {next})"),
                 }
             }
             pb.set_position(size);
-            link.call_within(RequestBody::FlashCommit, commit_wait)
+            Ok(link.call_within(FlashCommit, commit_wait)?)
         })();
         match attempt {
             Ok(reply) => break reply,
             // A refusal by the box (damaged, unsigned) will not change on retry.
-            Err(e) if e.chain().any(|c| c.is::<crate::link::Refused>()) || reconnects >= 5 => return Err(e),
+            Err(e) if refused(&e) || reconnects >= 5 => return Err(e),
             Err(e) => {
                 reconnects += 1;
                 tracing::warn!("{e:#}; reconnecting ({reconnects}/5)");
@@ -71,6 +70,11 @@ fn upload(
     };
     pb.finish_and_clear();
     Ok((reply, reconnects))
+}
+
+/// The box said no (damaged, unsigned): unlike a lost link, a retry gets the same answer.
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<ClientError>(), Some(ClientError::Refused { .. })))
 }
 
 fn rate(size: usize, started: std::time::Instant, reconnects: u32) -> String {
@@ -87,7 +91,7 @@ fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
     let started = std::time::Instant::now();
     // Verifying, loading and self-testing the model takes the box a while.
     let (reply, reconnects) = upload(port, baud, &bytes, FlashTarget::Model, Duration::from_secs(30))?;
-    let Reply::Flashed(name) = reply else { bail!("unexpected answer to commit: {reply:?}") };
+    let Committed::Model(name) = reply else { bail!("the box restarted instead of taking the model") };
     say!(
         "flashed {} ({} {:?}, {}); the box now runs {name}",
         package.display(),
@@ -116,8 +120,8 @@ fn flash_firmware(port: &Path, baud: u32, binary: &Path, wait: Duration) -> Resu
     let started = std::time::Instant::now();
     let (reply, reconnects) =
         upload(port, baud, &bytes, FlashTarget::Firmware { signature }, Duration::from_secs(30))?;
-    if reply != Reply::Restarting {
-        bail!("unexpected answer to commit: {reply:?}");
+    if let Committed::Model(name) = reply {
+        bail!("the box took the firmware for a model ({name})");
     }
     say!(
         "uploaded {} ({}); the box restarts into it on trial",
@@ -128,10 +132,7 @@ fn flash_firmware(port: &Path, baud: u32, binary: &Path, wait: Duration) -> Resu
     let mut trial_seen = false;
     while std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        let info = Link::open(port, baud).and_then(|mut l| match l.call(RequestBody::Info)? {
-            Reply::Info(i) => Ok(i),
-            other => bail!("unexpected answer to info: {other:?}"),
-        });
+        let info = Link::open(port, baud).and_then(|mut l| l.call(Info));
         let Ok(info) = info else { continue }; // restarting: not answering yet
         match (info.firmware_sha256 == sha256, info.firmware_state) {
             (true, FirmwareState::Committed) => {

@@ -3,22 +3,25 @@
 //! Every message both sides exchange is declared here once; a new message is one edit and
 //! a side that lags behind fails to compile. [`frame`] turns messages into bytes.
 //!
-//! Conversation: the host opens with [`RequestBody::Hello`]; the box answers with its own
+//! Conversation: the host opens with [`SessionRequest::Hello`]; the box answers with its own
 //! [`PROTOCOL_VERSION`] and refuses (with [`DeviceError::ProtocolMismatch`]) anything else
 //! until versions agree. Each request carries an `id` the reply echoes, so a reply that
 //! arrives after a retry is matched to the right request. The box may also send
 //! [`BoxMessage::Event`]s at any time (results stream).
 
+pub mod endpoint;
 pub mod frame;
 
 use serde::{Deserialize, Serialize};
 
 use crate::verdict::Verdict;
 
-/// Version of the message layout in this module. Bump on any change to a serialised type.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// Version of the message layout in this module. Bump on any change to a serialised type:
+/// `tests/wire_layout.rs` holds the bytes of every message kind per version and fails
+/// until it is bumped.
+pub const PROTOCOL_VERSION: u16 = 6;
 
-/// Largest `data` in one [`RequestBody::FlashChunk`] (fits one frame with its header).
+/// Largest `data` in one [`FlashRequest::Chunk`] (fits one frame with its header).
 pub const FLASH_CHUNK: usize = 4096;
 
 /// A message from the host to the box.
@@ -30,22 +33,44 @@ pub struct Request {
     pub body: RequestBody,
 }
 
-/// What the host can ask of a box.
+/// What the host can ask of a box, grouped by who on the box answers: the port thread
+/// keeps the session, the station answers between parts, the flasher owns the store.
+/// Each handler matches its own group completely, so no request can reach a part of the
+/// box that does not know it. [`endpoint`] gives each request its reply type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RequestBody {
+    /// Answered by the port thread.
+    Session(SessionRequest),
+    /// Answered by the station, between two parts.
+    Station(StationRequest),
+    /// Answered by the flasher, on the port thread (file I/O never holds up a part).
+    Flash(FlashRequest),
+}
+
+/// The session: versions, the results stream, restarting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SessionRequest {
     /// Open a session; `protocol` is the host's [`PROTOCOL_VERSION`].
     Hello {
         /// The host's protocol version.
         protocol: u16,
     },
+    /// Start (`true`) or stop streaming an [`Event::Inspection`] per part.
+    Watch(bool),
+    /// Rebuild the pipeline: reopen the camera and outputs, reload the active model and
+    /// the saved settings. Parts passing meanwhile are not inspected.
+    Restart,
+}
+
+/// What the station reports and changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StationRequest {
     /// Versions, model, uptime, configuration summary.
     Info,
     /// Live counters.
     Status,
     /// Fire the reject output once, for wiring checks.
     TestReject,
-    /// Start (`true`) or stop streaming an [`Event::Inspection`] per part.
-    Watch(bool),
     /// Change the decision threshold from now on (saved for the model in use when the
     /// box has a store).
     SetThreshold(f32),
@@ -61,9 +86,18 @@ pub enum RequestBody {
     /// The thumbnail of the `n`-th most recent NG or uninspected part that has one
     /// (0 = newest).
     LastNg(u8),
-    /// Start (or resume) uploading a model package or a firmware binary; the box answers
-    /// with the bytes it already holds of this very upload.
-    FlashBegin {
+    /// The newest log lines (as many as fit one frame).
+    Logs,
+    /// A thumbnail of the latest frame the camera delivered, whatever its verdict.
+    Snapshot,
+}
+
+/// Uploading a model package or a firmware binary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FlashRequest {
+    /// Start (or resume) an upload; the box answers with the bytes it already holds of
+    /// this very upload.
+    Begin {
         /// What the bytes are.
         target: FlashTarget,
         /// Upload size (bytes).
@@ -71,9 +105,9 @@ pub enum RequestBody {
         /// Lower-case hex SHA-256 of the package.
         sha256: String,
     },
-    /// Package bytes from `offset` (at most [`FLASH_CHUNK`]).
-    FlashChunk {
-        /// Where `data` starts in the package.
+    /// Bytes from `offset` (at most [`FLASH_CHUNK`]).
+    Chunk {
+        /// Where `data` starts in the upload.
         offset: u64,
         /// The bytes.
         data: Vec<u8>,
@@ -81,14 +115,25 @@ pub enum RequestBody {
     /// Verify the upload and switch to it: a model (size, hash, signature, load,
     /// self-test) between two parts; a firmware (size, hash, signature, architecture)
     /// by restarting into it on trial.
-    FlashCommit,
-    /// Rebuild the pipeline: reopen the camera and outputs, reload the active model and
-    /// the saved settings. Parts passing meanwhile are not inspected.
-    Restart,
-    /// The newest log lines (as many as fit one frame).
-    Logs,
-    /// A thumbnail of the latest frame the camera delivered, whatever its verdict.
-    Snapshot,
+    Commit,
+}
+
+impl From<SessionRequest> for RequestBody {
+    fn from(r: SessionRequest) -> Self {
+        Self::Session(r)
+    }
+}
+
+impl From<StationRequest> for RequestBody {
+    fn from(r: StationRequest) -> Self {
+        Self::Station(r)
+    }
+}
+
+impl From<FlashRequest> for RequestBody {
+    fn from(r: FlashRequest) -> Self {
+        Self::Flash(r)
+    }
 }
 
 /// What a flash upload carries.
@@ -121,26 +166,26 @@ pub enum BoxMessage {
 /// Successful answers, one per request kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
-    /// Answer to [`RequestBody::Hello`].
+    /// Answer to [`SessionRequest::Hello`].
     Hello {
         /// The box's protocol version.
         protocol: u16,
     },
-    /// Answer to [`RequestBody::Info`].
+    /// Answer to [`StationRequest::Info`].
     Info(BoxInfo),
-    /// Answer to [`RequestBody::Status`].
+    /// Answer to [`StationRequest::Status`].
     Status(Counters),
     /// The request was carried out and has nothing to report.
     Done,
-    /// Answer to [`RequestBody::LastNg`]: `None` when fewer rejected parts are kept.
+    /// Answer to [`StationRequest::LastNg`]: `None` when fewer rejected parts are kept.
     LastNg(Option<Thumbnail>),
-    /// Bytes of the upload the box holds (answer to `FlashBegin` and `FlashChunk`).
+    /// Bytes of the upload the box holds (answer to [`FlashRequest::Begin`] and [`FlashRequest::Chunk`]).
     FlashOffset(u64),
     /// The box now inspects with the flashed model (its description).
     Flashed(String),
-    /// Answer to [`RequestBody::Logs`], oldest first.
+    /// Answer to [`StationRequest::Logs`], oldest first.
     Logs(Vec<String>),
-    /// Answer to [`RequestBody::Snapshot`]: `None` before the first frame.
+    /// Answer to [`StationRequest::Snapshot`]: `None` before the first frame.
     Snapshot(Option<Thumbnail>),
     /// The box is about to restart (its pipeline, or into flashed firmware); the link
     /// drops and comes back.
@@ -171,7 +216,7 @@ pub enum DeviceError {
         /// Version the host announced.
         host_version: u16,
     },
-    /// The request needs a [`RequestBody::Hello`] first.
+    /// The request needs a [`SessionRequest::Hello`] first.
     #[error("no session: send Hello first")]
     NoSession,
     /// The box understood the request but could not carry it out.
@@ -325,6 +370,133 @@ mod tests {
         ]
     }
 
+    /// One request of every kind.
+    fn request_samples() -> Vec<RequestBody> {
+        vec![
+            SessionRequest::Hello { protocol: PROTOCOL_VERSION }.into(),
+            SessionRequest::Watch(true).into(),
+            SessionRequest::Restart.into(),
+            StationRequest::Info.into(),
+            StationRequest::Status.into(),
+            StationRequest::TestReject.into(),
+            StationRequest::SetThreshold(-2.5).into(),
+            StationRequest::SetReject { delay_ms: 640.0, pulse_ms: 35.5 }.into(),
+            StationRequest::ClearLineStop.into(),
+            StationRequest::LastNg(3).into(),
+            StationRequest::Logs.into(),
+            StationRequest::Snapshot.into(),
+            FlashRequest::Begin { target: FlashTarget::Model, size: 1 << 20, sha256: "ab".repeat(32) }.into(),
+            FlashRequest::Begin {
+                target: FlashTarget::Firmware { signature: Some(vec![7; 96]) },
+                size: 1 << 24,
+                sha256: "cd".repeat(32),
+            }
+            .into(),
+            FlashRequest::Chunk { offset: 4096, data: vec![1, 2, 3] }.into(),
+            FlashRequest::Commit.into(),
+        ]
+    }
+
+    /// A name per message kind. Exhaustive on purpose: a new kind does not compile until
+    /// it is named here, and then [`message_layout_is_pinned_per_protocol_version`] asks
+    /// for a sample of it.
+    fn kind(body: &RequestBody) -> &'static str {
+        match body {
+            RequestBody::Session(SessionRequest::Hello { .. }) => "hello",
+            RequestBody::Session(SessionRequest::Watch(_)) => "watch",
+            RequestBody::Session(SessionRequest::Restart) => "restart",
+            RequestBody::Station(StationRequest::Info) => "info",
+            RequestBody::Station(StationRequest::Status) => "status",
+            RequestBody::Station(StationRequest::TestReject) => "test-reject",
+            RequestBody::Station(StationRequest::SetThreshold(_)) => "set-threshold",
+            RequestBody::Station(StationRequest::SetReject { .. }) => "set-reject",
+            RequestBody::Station(StationRequest::ClearLineStop) => "clear-line-stop",
+            RequestBody::Station(StationRequest::LastNg(_)) => "last-ng",
+            RequestBody::Station(StationRequest::Logs) => "logs",
+            RequestBody::Station(StationRequest::Snapshot) => "snapshot",
+            RequestBody::Flash(FlashRequest::Begin { target: FlashTarget::Model, .. }) => "flash-begin-model",
+            RequestBody::Flash(FlashRequest::Begin { target: FlashTarget::Firmware { .. }, .. }) => {
+                "flash-begin-firmware"
+            }
+            RequestBody::Flash(FlashRequest::Chunk { .. }) => "flash-chunk",
+            RequestBody::Flash(FlashRequest::Commit) => "flash-commit",
+        }
+    }
+
+    /// A name per box message kind, exhaustive like [`kind`].
+    fn box_kind(msg: &BoxMessage) -> &'static str {
+        match msg {
+            BoxMessage::Reply { body: Ok(r), .. } => match r {
+                Reply::Hello { .. } => "reply-hello",
+                Reply::Info(_) => "reply-info",
+                Reply::Status(_) => "reply-status",
+                Reply::Done => "reply-done",
+                Reply::LastNg(_) => "reply-last-ng",
+                Reply::FlashOffset(_) => "reply-flash-offset",
+                Reply::Flashed(_) => "reply-flashed",
+                Reply::Logs(_) => "reply-logs",
+                Reply::Snapshot(_) => "reply-snapshot",
+                Reply::Restarting => "reply-restarting",
+            },
+            BoxMessage::Reply { body: Err(e), .. } => match e {
+                DeviceError::ProtocolMismatch { .. } => "refused-protocol",
+                DeviceError::NoSession => "refused-no-session",
+                DeviceError::Failed(_) => "refused-failed",
+            },
+            BoxMessage::Event(Event::Inspection(_)) => "event-inspection",
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The bytes of every message kind at this protocol version, against the record in
+    /// `shared/tests/data/wire-v<N>.txt`. A serialised type changed without a version
+    /// bump fails here. After a bump, `KENSA_RECORD_WIRE=1` writes the new version's
+    /// record; it never overwrites an existing one.
+    #[test]
+    fn message_layout_is_pinned_per_protocol_version() {
+        let mut lines = Vec::new();
+        for (id, body) in request_samples().into_iter().enumerate() {
+            let name = kind(&body);
+            lines.push(format!("{name} {}", hex(&frame::encode(&Request { id: id as u32, body }).unwrap())));
+        }
+        let mut replies = samples();
+        replies.extend([
+            BoxMessage::Reply { id: 6, body: Ok(Reply::Done) },
+            BoxMessage::Reply { id: 7, body: Ok(Reply::FlashOffset(4096)) },
+            BoxMessage::Reply { id: 8, body: Ok(Reply::Flashed("patchcore 256x256".into())) },
+            BoxMessage::Reply { id: 9, body: Ok(Reply::Logs(vec!["one".into(), "two".into()])) },
+            BoxMessage::Reply { id: 10, body: Ok(Reply::Snapshot(None)) },
+            BoxMessage::Reply { id: 11, body: Ok(Reply::Restarting) },
+            BoxMessage::Reply { id: 12, body: Err(DeviceError::NoSession) },
+            BoxMessage::Reply { id: 13, body: Err(DeviceError::Failed("no store".into())) },
+        ]);
+        for msg in &replies {
+            lines.push(format!("{} {}", box_kind(msg), hex(&frame::encode(msg).unwrap())));
+        }
+        let mut kinds: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds.len(), 16 + 14, "a sample of every request and box message kind");
+        let text = lines.join("\n") + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/data/wire-v{PROTOCOL_VERSION}.txt"));
+        if std::env::var_os("KENSA_RECORD_WIRE").is_some() && !path.exists() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let recorded = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!("no message layout recorded for protocol {PROTOCOL_VERSION}: run with KENSA_RECORD_WIRE=1")
+        });
+        assert!(
+            recorded == text,
+            "the message layout differs from the one recorded for protocol {PROTOCOL_VERSION} \
+             ({}): bump PROTOCOL_VERSION, then record the new layout with KENSA_RECORD_WIRE=1",
+            path.display()
+        );
+    }
+
     #[test]
     fn every_box_message_round_trips_through_a_frame() {
         for msg in samples() {
@@ -337,23 +509,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        for body in [
-            RequestBody::Hello { protocol: PROTOCOL_VERSION },
-            RequestBody::Info,
-            RequestBody::Status,
-            RequestBody::TestReject,
-            RequestBody::Watch(true),
-            RequestBody::SetThreshold(-2.5),
-            RequestBody::ClearLineStop,
-            RequestBody::LastNg(3),
-            RequestBody::Restart,
-            RequestBody::SetReject { delay_ms: 640.0, pulse_ms: 35.5 },
-            RequestBody::FlashBegin {
-                target: FlashTarget::Firmware { signature: Some(vec![7; 96]) },
-                size: 1 << 24,
-                sha256: "cd".repeat(32),
-            },
-        ] {
+        for body in request_samples() {
             let req = Request { id: 77, body };
             let bytes = frame::encode(&req).unwrap();
             assert_eq!(frame::decode::<Request>(&bytes[..bytes.len() - 1]).unwrap(), req);
@@ -389,25 +545,34 @@ mod tests {
         }
 
         fn request() -> impl Strategy<Value = Request> {
-            let body = prop_oneof![
-                any::<u16>().prop_map(|protocol| RequestBody::Hello { protocol }),
-                Just(RequestBody::Info),
-                Just(RequestBody::Status),
-                Just(RequestBody::TestReject),
-                any::<bool>().prop_map(RequestBody::Watch),
-                any::<f32>().prop_map(RequestBody::SetThreshold),
-                Just(RequestBody::ClearLineStop),
-                any::<u8>().prop_map(RequestBody::LastNg),
-                (target(), any::<u64>(), "[0-9a-f]{64}")
-                    .prop_map(|(target, size, sha256)| RequestBody::FlashBegin { target, size, sha256 }),
-                (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..=FLASH_CHUNK))
-                    .prop_map(|(offset, data)| RequestBody::FlashChunk { offset, data }),
-                Just(RequestBody::FlashCommit),
-                Just(RequestBody::Logs),
-                Just(RequestBody::Snapshot),
-                Just(RequestBody::Restart),
+            let session = prop_oneof![
+                any::<u16>().prop_map(|protocol| SessionRequest::Hello { protocol }),
+                any::<bool>().prop_map(SessionRequest::Watch),
+                Just(SessionRequest::Restart),
+            ];
+            let station = prop_oneof![
+                Just(StationRequest::Info),
+                Just(StationRequest::Status),
+                Just(StationRequest::TestReject),
+                any::<f32>().prop_map(StationRequest::SetThreshold),
+                Just(StationRequest::ClearLineStop),
+                any::<u8>().prop_map(StationRequest::LastNg),
+                Just(StationRequest::Logs),
+                Just(StationRequest::Snapshot),
                 (any::<f32>(), any::<f32>())
-                    .prop_map(|(delay_ms, pulse_ms)| RequestBody::SetReject { delay_ms, pulse_ms }),
+                    .prop_map(|(delay_ms, pulse_ms)| StationRequest::SetReject { delay_ms, pulse_ms }),
+            ];
+            let flash = prop_oneof![
+                (target(), any::<u64>(), "[0-9a-f]{64}")
+                    .prop_map(|(target, size, sha256)| FlashRequest::Begin { target, size, sha256 }),
+                (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..=FLASH_CHUNK))
+                    .prop_map(|(offset, data)| FlashRequest::Chunk { offset, data }),
+                Just(FlashRequest::Commit),
+            ];
+            let body = prop_oneof![
+                session.prop_map(RequestBody::from),
+                station.prop_map(RequestBody::from),
+                flash.prop_map(RequestBody::from),
             ];
             (any::<u32>(), body).prop_map(|(id, body)| Request { id, body })
         }
