@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::draw;
 use kensa_core::eval::{Case, Metrics};
+use kensa_core::map::Regions;
 use kensa_core::metrics;
 use kensa_core::model::TrainedModel;
 

@@ -2,8 +2,9 @@
 //! `kensa export` / `kensa eval --package` run on the PC, so an accuracy figure measured on
 //! the PC is a figure about the box.
 //!
-//! A tiled package scores each tile and keeps the highest score; the maps of the tiles
-//! are stitched back at map scale.
+//! A tiled package is scored tile by tile through [`crate::tiling::score_image`], the
+//! same combination the host's training-time pipeline uses. [`typed_model`] is the one
+//! place an ONNX graph is read into tract, here and on the host.
 
 use std::sync::Arc;
 
@@ -11,7 +12,8 @@ use image::DynamicImage;
 use tract_onnx::prelude::*;
 
 use crate::package::{Manifest, Package, PackageError};
-use crate::tiling::{Stitcher, crops};
+pub use crate::tiling::Scored;
+use crate::tiling::score_image;
 
 /// Why a package could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -27,17 +29,16 @@ pub enum RuntimeError {
     Run(String),
 }
 
-/// The outputs of a package for one image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    /// Image score (the maximum over tiles).
-    pub score: f32,
-    /// Anomaly map, row-major, `width`×`height` (model input scale; stitched when tiled).
-    pub map: Vec<f32>,
-    /// Map width.
-    pub width: usize,
-    /// Map height.
-    pub height: usize,
+/// Read `onnx` into tract with `input` as its first input fact, keeping only the named
+/// `outputs` (all when empty), shapes inferred: every graph Kensa runs (packages,
+/// backbones, the calibration graph) is loaded here.
+pub fn typed_model(onnx: &[u8], input: InferenceFact, outputs: &[String]) -> TractResult<TypedModel> {
+    let mut model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(onnx))?;
+    model.set_input_fact(0, input)?;
+    if !outputs.is_empty() {
+        model.select_outputs_by_name(outputs)?;
+    }
+    model.into_typed()
 }
 
 /// A verified package, optimised for its input size and ready to run.
@@ -59,12 +60,8 @@ impl Runner {
     pub fn new(pkg: &Package, threads: usize) -> Result<Self, RuntimeError> {
         let p = pkg.manifest.preprocess;
         let graph = |e: TractError| RuntimeError::Graph(format!("{e:#}"));
-        let mut model =
-            tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(&pkg.onnx)).map_err(graph)?;
-        model
-            .set_input_fact(0, u8::fact([1, 3, p.height as usize, p.width as usize]).into())
-            .map_err(graph)?;
-        let optimised = model.into_optimized().map_err(graph)?;
+        let input = u8::fact([1, 3, p.height as usize, p.width as usize]).into();
+        let optimised = typed_model(&pkg.onnx, input, &[]).and_then(|m| m.into_optimized()).map_err(graph)?;
         let plan = if threads > 1 {
             let options = RunOptions {
                 executor: Some(tract_linalg::multithread::Executor::multithread(threads)),
@@ -165,26 +162,17 @@ impl Runner {
 
     /// Score one image: the shared preprocessing, then the graph (per tile when tiled).
     /// A NaN anywhere makes the score NaN, which verdicts treat as "not inspected".
-    pub fn score(&self, img: &DynamicImage) -> Result<Output, RuntimeError> {
+    pub fn score(&self, img: &DynamicImage) -> Result<Scored, RuntimeError> {
         let p = self.manifest.preprocess;
-        let (h, w) = (p.height as usize, p.width as usize);
-        let Some(tiling) = self.manifest.tiling else {
-            let (score, map) = self.run_pixels(self.pixels(img))?;
-            return Ok(Output { score, map, width: w, height: h });
-        };
-        let tiles = crops(Some(tiling), img);
-        let Some((t0, _)) = tiles.first() else {
-            return Err(RuntimeError::Run("the image yields no tiles".into()));
-        };
-        let mut stitcher = Stitcher::new(img.width(), img.height(), t0.w, t0.h, w, h);
-        let mut best = f32::NEG_INFINITY;
-        for (tile, crop) in &tiles {
-            let (score, map) = self.run_pixels(self.pixels(crop))?;
-            best = if score.is_nan() || best.is_nan() { f32::NAN } else { best.max(score) };
-            stitcher.add(*tile, &map, w, h);
-        }
-        let (width, height) = (stitcher.width, stitcher.height);
-        let map = stitcher.finish();
-        Ok(Output { score: best, map, width, height })
+        let (width, height) = (p.width as usize, p.height as usize);
+        score_image(self.manifest.tiling, img, |crops| {
+            crops
+                .iter()
+                .map(|crop| {
+                    let (score, map) = self.run_pixels(self.pixels(crop))?;
+                    Ok(Scored { score, map, width, height })
+                })
+                .collect()
+        })
     }
 }

@@ -91,6 +91,66 @@ pub fn crops(tiling: Option<Tiling>, img: &image::DynamicImage) -> Vec<(Tile, im
     }
 }
 
+/// An image's score and anomaly map, or one model input's: what the box's runtime and
+/// the host's training-time pipeline both produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// Image score. A tiled image scores its highest tile; NaN when any tile's is.
+    pub score: f32,
+    /// Anomaly map, row-major `width`×`height`: the model input resolution, or for a
+    /// tiled image the whole image at the tiles' model-px-per-source-px scale.
+    pub map: Vec<f32>,
+    /// Map width.
+    pub width: usize,
+    /// Map height.
+    pub height: usize,
+}
+
+impl Scored {
+    /// Source-image px per map px (x, y) for an image of `src_w`×`src_h`.
+    pub fn source_per_map_px(&self, src_w: u32, src_h: u32) -> (f64, f64) {
+        (src_w as f64 / self.width as f64, src_h as f64 / self.height as f64)
+    }
+
+    /// `img` as this map sees it (the model input, or the whole image at map scale), in
+    /// the colour policy of `pre`, for overlays.
+    pub fn view(&self, pre: &crate::preprocess::Preprocess, img: &image::DynamicImage) -> image::RgbImage {
+        crate::preprocess::Preprocess { width: self.width as u32, height: self.height as u32, ..*pre }
+            .resized_rgb(img)
+    }
+}
+
+/// Score `img` the one way host and box both do: cut it into its model inputs (the
+/// whole image, or the tiles of `tiling`), score them with `score_crops` (in order, one
+/// [`Scored`] each), then combine: a tiled image's maps are stitched at map scale and it
+/// scores its highest tile, NaN when any tile is NaN (so it is never passed as OK).
+pub fn score_image<E>(
+    tiling: Option<Tiling>,
+    img: &image::DynamicImage,
+    score_crops: impl FnOnce(Vec<image::DynamicImage>) -> Result<Vec<Scored>, E>,
+) -> Result<Scored, E> {
+    let (tiles, pics): (Vec<Tile>, Vec<image::DynamicImage>) = crops(tiling, img).into_iter().unzip();
+    let mut maps = score_crops(pics)?;
+    if tiling.is_none() && maps.len() == 1 {
+        return Ok(maps.remove(0));
+    }
+    let Some(first) = maps.first() else {
+        return Ok(Scored { score: f32::NAN, map: Vec::new(), width: 0, height: 0 });
+    };
+    let (t0, mw, mh) = (tiles[0], first.width, first.height);
+    let mut stitcher = Stitcher::new(img.width(), img.height(), t0.w, t0.h, mw, mh);
+    let mut score = f32::NEG_INFINITY;
+    for (tile, m) in tiles.iter().zip(&maps) {
+        score = if m.score.is_nan() || score.is_nan() { f32::NAN } else { score.max(m.score) };
+        stitcher.add(*tile, &m.map, m.width, m.height);
+    }
+    if maps.len() != tiles.len() {
+        score = f32::NAN; // a tile went unscored: the image is not inspected
+    }
+    let (width, height) = (stitcher.width, stitcher.height);
+    Ok(Scored { score, map: stitcher.finish(), width, height })
+}
+
 /// Puts per-tile maps (each at model resolution) back into one map of the whole image at
 /// `scale` = model px per source px, averaging where tiles overlap.
 #[derive(Debug, Clone)]
@@ -177,6 +237,40 @@ impl Stitcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A crop scored as a flat map of its mean grey level, score = that level.
+    fn grey(crop: &image::DynamicImage) -> Scored {
+        let l = crop.to_luma8();
+        let mean = l.pixels().map(|p| p[0] as f32).sum::<f32>() / l.len() as f32;
+        Scored { score: mean, map: vec![mean; 16], width: 4, height: 4 }
+    }
+
+    #[test]
+    fn an_image_scores_its_highest_tile_and_nan_anywhere_makes_it_uninspected() {
+        let mut img = image::GrayImage::from_pixel(200, 100, image::Luma([10]));
+        for y in 0..100 {
+            for x in 150..200 {
+                img.put_pixel(x, y, image::Luma([250]));
+            }
+        }
+        let img = image::DynamicImage::ImageLuma8(img);
+        let tiling = Some(Tiling { tile: 100, overlap: 10 });
+        let ok = |crops: Vec<image::DynamicImage>| Ok::<_, ()>(crops.iter().map(grey).collect());
+        let s = score_image(tiling, &img, ok).unwrap();
+        assert_eq!(s.score, 250.0 * 0.5 + 10.0 * 0.5, "the right tile is half bright");
+        assert_eq!((s.width, s.height), (8, 4), "maps stitched at 4 map px per 100 source px");
+        let whole = score_image(None, &img, ok).unwrap();
+        assert_eq!(whole, grey(&img), "an untiled image is its one crop");
+        let nan = |crops: Vec<image::DynamicImage>| {
+            let mut v: Vec<Scored> = crops.iter().map(grey).collect();
+            v[0].score = f32::NAN;
+            Ok::<_, ()>(v)
+        };
+        assert!(score_image(tiling, &img, nan).unwrap().score.is_nan());
+        let short = |crops: Vec<image::DynamicImage>| Ok::<_, ()>(crops.iter().skip(1).map(grey).collect());
+        assert!(score_image(tiling, &img, short).unwrap().score.is_nan(), "an unscored tile is not OK");
+        assert_eq!(score_image(tiling, &img, |_| Err::<Vec<Scored>, _>("tract")), Err("tract"));
+    }
 
     #[test]
     fn tiles_cover_the_image_with_the_overlap() {

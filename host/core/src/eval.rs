@@ -104,9 +104,9 @@ pub fn evaluate_package(
         images
             .par_iter()
             .map(|img| {
-                let o = runner.score(img)?;
+                let scored = runner.score(img)?;
                 progress(1);
-                Ok(Scored { map: o.map, width: o.width, height: o.height, score: o.score })
+                Ok(scored)
             })
             .collect()
     })

@@ -247,6 +247,40 @@ pub fn defect_boxes(map: &[f32], w: usize, h: usize, threshold: f32) -> Vec<Defe
     boxes
 }
 
+/// Defect boxes on a scored map.
+pub trait Regions {
+    /// Predicted defects at `threshold`, in map pixels (for overlays).
+    fn map_boxes(&self, threshold: f32) -> Vec<DefectBox>;
+
+    /// Predicted defects at `threshold`, in source-image pixels.
+    fn boxes(&self, src_w: u32, src_h: u32, threshold: f32) -> Vec<DefectBox> {
+        self.to_source(&self.map_boxes(threshold), src_w, src_h)
+    }
+
+    /// `boxes` (map pixels) in pixels of the `src_w`×`src_h` source image.
+    fn to_source(&self, boxes: &[DefectBox], src_w: u32, src_h: u32) -> Vec<DefectBox>;
+}
+
+impl Regions for kensa_shared::tiling::Scored {
+    fn map_boxes(&self, threshold: f32) -> Vec<DefectBox> {
+        defect_boxes(&self.map, self.width, self.height, threshold)
+    }
+
+    fn to_source(&self, boxes: &[DefectBox], src_w: u32, src_h: u32) -> Vec<DefectBox> {
+        let (sx, sy) = self.source_per_map_px(src_w, src_h);
+        boxes
+            .iter()
+            .map(|&b| DefectBox {
+                x0: (b.x0 as f64 * sx).floor() as u32,
+                y0: (b.y0 as f64 * sy).floor() as u32,
+                x1: (((b.x1 + 1) as f64 * sx).ceil() as u32).saturating_sub(1).min(src_w - 1),
+                y1: (((b.y1 + 1) as f64 * sy).ceil() as u32).saturating_sub(1).min(src_h - 1),
+                ..b
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

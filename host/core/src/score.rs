@@ -1,9 +1,12 @@
 //! The training-time scoring pipeline: preprocess → backbone (tract) → embed → head →
-//! map → score, for whole images and tiled ones.
+//! map → score, for whole images and tiled ones. Tiles are combined by
+//! `kensa_shared::tiling::score_image`, the code the box's runtime uses, into the same
+//! [`Scored`] type.
 
 use image::DynamicImage;
 use kensa_shared::preprocess::Preprocess;
-use kensa_shared::tiling::{Stitcher, Tile};
+pub use kensa_shared::tiling::Scored;
+use kensa_shared::tiling::{Tile, score_image};
 use rayon::prelude::*;
 
 use crate::backbone::Backbone;
@@ -49,59 +52,6 @@ pub fn extract_patches(
         })
         .collect::<Result<_>>()?;
     Ok(chunks.into_iter().flatten().collect())
-}
-
-/// One scored image.
-#[derive(Debug, Clone)]
-pub struct Scored {
-    /// Anomaly map, row-major `width`×`height`: the model input resolution, or for a
-    /// tiled model the whole image at the tiles' model-px-per-source-px scale.
-    pub map: Vec<f32>,
-    /// Map width.
-    pub width: usize,
-    /// Map height.
-    pub height: usize,
-    /// Image score: the mean of the map's highest share ([`map::image_score`]); a tiled
-    /// image scores its highest tile.
-    pub score: f32,
-}
-
-impl Scored {
-    /// `img` as this map sees it (the model input, or the whole image at map scale), in
-    /// the colour policy of `pre`, for overlays.
-    pub fn view(&self, pre: &Preprocess, img: &DynamicImage) -> image::RgbImage {
-        Preprocess { width: self.width as u32, height: self.height as u32, ..*pre }.resized_rgb(img)
-    }
-
-    /// Source-image px per map px (x, y) for an image of `src_w`×`src_h`.
-    pub fn source_per_map_px(&self, src_w: u32, src_h: u32) -> (f64, f64) {
-        (src_w as f64 / self.width as f64, src_h as f64 / self.height as f64)
-    }
-
-    /// Predicted defects at `threshold`, in map pixels (for overlays).
-    pub fn map_boxes(&self, threshold: f32) -> Vec<map::DefectBox> {
-        map::defect_boxes(&self.map, self.width, self.height, threshold)
-    }
-
-    /// Predicted defects at `threshold`, in source-image pixels.
-    pub fn boxes(&self, src_w: u32, src_h: u32, threshold: f32) -> Vec<map::DefectBox> {
-        self.to_source(&self.map_boxes(threshold), src_w, src_h)
-    }
-
-    /// `boxes` (map pixels) in pixels of the `src_w`×`src_h` source image.
-    pub fn to_source(&self, boxes: &[map::DefectBox], src_w: u32, src_h: u32) -> Vec<map::DefectBox> {
-        let (sx, sy) = self.source_per_map_px(src_w, src_h);
-        boxes
-            .iter()
-            .map(|&b| map::DefectBox {
-                x0: (b.x0 as f64 * sx).floor() as u32,
-                y0: (b.y0 as f64 * sy).floor() as u32,
-                x1: (((b.x1 + 1) as f64 * sx).ceil() as u32).saturating_sub(1).min(src_w - 1),
-                y1: (((b.y1 + 1) as f64 * sy).ceil() as u32).saturating_sub(1).min(src_h - 1),
-                ..b
-            })
-            .collect()
-    }
 }
 
 /// Wall time of each scoring stage for one image.
@@ -224,19 +174,9 @@ impl Scorer {
     }
 
     fn score_tiled(&self, img: &DynamicImage) -> Result<Scored> {
-        let crops = self.model.crops(img);
-        let pics: Vec<DynamicImage> = crops.iter().map(|(_, c)| c.clone()).collect();
-        let patches = extract_patches(&self.backbone, &self.model.preprocess, &pics, &|_| ())?;
-        let maps: Vec<Scored> = patches.par_iter().map(|pt| self.tile_map(pt)).collect();
-        let (t0, m0) = (crops[0].0, &maps[0]);
-        let mut st = Stitcher::new(img.width(), img.height(), t0.w, t0.h, m0.width, m0.height);
-        for ((tile, _), m) in crops.iter().zip(&maps) {
-            st.add(*tile, &m.map, m.width, m.height);
-        }
-        let (width, height) = (st.width, st.height);
-        let map = st.finish();
-        let score = maps.iter().map(|m| m.score).fold(f32::NEG_INFINITY, f32::max);
-        let score = if maps.iter().any(|m| m.score.is_nan()) { f32::NAN } else { score };
-        Ok(Scored { score, map, width, height })
+        score_image(self.model.tiling, img, |crops| {
+            let patches = extract_patches(&self.backbone, &self.model.preprocess, &crops, &|_| ())?;
+            Ok(patches.par_iter().map(|pt| self.tile_map(pt)).collect())
+        })
     }
 }

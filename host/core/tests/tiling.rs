@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use kensa_core::dataset::{Dataset, Item, Label};
+use kensa_core::map::Regions;
 use kensa_core::model::TrainedModel;
 use kensa_core::score::Scorer;
 use kensa_core::train::{Method, TrainOptions, train};

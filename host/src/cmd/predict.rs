@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use kensa_core::dataset::{self, Item, Label, OnError};
-use kensa_core::map::DefectBox;
+use kensa_core::map::{DefectBox, Regions};
 use kensa_core::model::TrainedModel;
 use kensa_core::score::Scorer;
 use kensa_shared::verdict::decide;

@@ -37,14 +37,8 @@ pub fn read_state_dict(path: &Path) -> Result<efficientnet::Weights> {
 
 /// Parse ONNX bytes, fix the input shape, keep the named outputs, infer all shapes.
 fn typed_model(onnx: &[u8], outputs: &[String], input: [usize; 4]) -> Result<TypedModel> {
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(onnx))
-        .map_err(Error::inference("backbone is not a loadable ONNX model"))?;
-    model.set_input_fact(0, f32::fact(input).into()).map_err(Error::inference("backbone input"))?;
-    model
-        .select_outputs_by_name(outputs)
-        .map_err(Error::inference(format!("backbone has no output named one of {outputs:?}")))?;
-    model.into_typed().map_err(Error::inference("backbone: shape inference failed"))
+    kensa_shared::runtime::typed_model(onnx, f32::fact(input).into(), outputs)
+        .map_err(Error::inference(format!("backbone with outputs {outputs:?} does not load")))
 }
 
 /// Shape of each feature output for an input of `height`×`width`, read at tract's typed

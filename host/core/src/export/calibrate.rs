@@ -52,13 +52,9 @@ pub fn calibrate(model: &TrainedModel, images: &[image::DynamicImage]) -> Result
     let onnx = graph(model, Precision::Fp32, None)?;
     let p = model.preprocess;
     let (h, w) = (p.height as usize, p.width as usize);
-    let plan = (|| -> TractResult<_> {
-        let mut m = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(&onnx))?;
-        m.set_input_fact(0, u8::fact([1, 3, h, w]).into())?;
-        m.select_outputs_by_name(&names)?;
-        m.into_optimized()?.into_runnable()
-    })()
-    .map_err(Error::inference("calibration graph"))?;
+    let plan = kensa_shared::runtime::typed_model(&onnx, u8::fact([1, 3, h, w]).into(), &names)
+        .and_then(|m| m.into_optimized()?.into_runnable())
+        .map_err(Error::inference("calibration graph"))?;
     let mut ranges = Ranges::new();
     let mut observe = |crop: &image::DynamicImage| -> TractResult<()> {
         let pixels: Vec<u8> = p.apply(crop).iter().map(|&v| v as u8).collect();
