@@ -10,21 +10,20 @@ use embedded_hal::digital::OutputPin;
 
 use crate::camera::{FrameError, FrameSource};
 use crate::clock::Clock;
-use crate::link::Control;
 use crate::station::{Inspected, Inspector, PartResult, Station, inspect};
 
 /// Fault text of a part that passed while inspection was behind.
 pub const OVERRUN: &str = "overrun: the part passed while the previous one was being inspected";
 
 /// When to stop.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunLimits {
     /// Stop after this many parts (`None`: until the source ends or a stop is asked).
     pub parts: Option<u64>,
 }
 
 /// Camera-loss retry: first delay and cap (ms).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Retry {
     /// First delay.
     pub first_ms: f64,
@@ -100,198 +99,277 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-/// Run `source` through `inspector` and `station` until `limits` or `stop`; `on_part` sees
-/// every decision as it is made. Paced sources are timed from the start of the run.
-#[allow(clippy::too_many_arguments)] // each is a distinct part of the line; a struct would only rename them
-pub fn run<S, I, P, C>(
-    mut source: S,
-    mut inspector: I,
-    station: &mut Station<P, C>,
-    clock: C,
-    limits: RunLimits,
-    retry: Retry,
-    stop: Arc<AtomicBool>,
-    control: Option<&Control>,
-    mut on_part: impl FnMut(&PartResult),
-) -> Summary
+/// What the line lets the outside see and do: the diagnostics link and the daemon's
+/// log implement it, tests pass a closure. The line does not know who is listening.
+pub trait Hooks<P: OutputPin, C: Clock> {
+    /// A part was decided.
+    fn decided(&mut self, r: &PartResult);
+
+    /// The station thread is between two wake-ups (at least every millisecond): the one
+    /// moment the outside may read or change the station. `overruns` so far.
+    fn between(&mut self, station: &mut Station<P, C>, overruns: u64) {
+        let _ = (station, overruns);
+    }
+}
+
+impl<P: OutputPin, C: Clock, F: FnMut(&PartResult)> Hooks<P, C> for F {
+    fn decided(&mut self, r: &PartResult) {
+        self(r)
+    }
+}
+
+/// A line: where parts come from, what scores them, its clock, when to stop.
+#[derive(Debug)]
+pub struct Line<S, I, C> {
+    /// Frames (camera, folder, generator), triggered or paced.
+    pub source: S,
+    /// The model.
+    pub inspector: I,
+    /// The line's clock, shared with the station.
+    pub clock: C,
+    /// When to stop by itself.
+    pub limits: RunLimits,
+    /// Back-off while the camera is lost.
+    pub retry: Retry,
+    /// Set to stop (signal, link restart).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// One part from the worker to the station: when it passed the camera, the inspection,
+/// and its stage timings when it was scored.
+type Scored = (u64, Inspected, Option<WorkerTimes>);
+
+impl<S, I, C> Line<S, I, C>
 where
     S: FrameSource + Send + 'static,
     I: Inspector + Send + 'static,
-    P: OutputPin,
     C: Clock + Clone + Send + 'static,
 {
-    let (tx, rx) = mpsc::sync_channel::<(u64, Inspected, Option<WorkerTimes>)>(4);
-    // A new model (swapped in by the inspector) brings its threshold, announced ahead of
-    // the first part it scored.
-    let (threshold_tx, threshold_rx) = mpsc::channel::<f32>();
-    let worker_stop = Arc::clone(&stop);
-    let overruns = Arc::new(AtomicU64::new(0));
-    let worker_overruns = Arc::clone(&overruns);
-    let worker_clock = clock.clone();
-    let worker = std::thread::spawn(move || {
-        let clock = worker_clock;
-        let interval = source.interval_us();
-        let origin = clock.now_us();
-        let mut threshold = inspector.threshold();
-        let mut backoff = retry.first_ms;
-        // Counts frame slots (parts, lost or not); an idle trigger wait is not one.
-        let mut seq = 0u64;
-        // Numbers every part sent to the station, frames the camera dropped included.
-        let mut next_part = {
-            let mut n = 0u64;
-            move || {
-                n += 1;
-                n - 1
-            }
+    /// Run until the limits, the source's end or a stop: a worker thread captures and
+    /// scores, this thread decides with `station` and keeps its pulses on time. Paced
+    /// sources are timed from the start of the run.
+    pub fn run<P: OutputPin>(self, station: &mut Station<P, C>, hooks: &mut impl Hooks<P, C>) -> Summary {
+        let (tx, rx) = mpsc::sync_channel::<Scored>(4);
+        // A new model (swapped in by the inspector) brings its threshold, announced ahead
+        // of the first part it scored.
+        let (threshold_tx, threshold_rx) = mpsc::channel::<f32>();
+        let overruns = Arc::new(AtomicU64::new(0));
+        let clock = self.clock.clone();
+        let worker = Worker {
+            threshold: self.inspector.threshold(),
+            backoff: self.retry.first_ms,
+            line: self,
+            tx,
+            threshold_tx,
+            overruns: Arc::clone(&overruns),
+            slots: 0,
+            parts: 0,
         };
+        let worker = std::thread::spawn(move || worker.run());
+        let started = clock.now_us();
+        let mut tally = Tally::default();
+        let mut worker_done = false;
         loop {
-            if worker_stop.load(Ordering::Relaxed) || limits.parts.is_some_and(|n| seq >= n) {
+            if worker_done {
+                // Only pulses are left: sleep to each.
+                if let Some(d) = station.next_deadline() {
+                    clock.sleep_until(d);
+                }
+            } else {
+                // Wake for the next pulse edge or at least every millisecond.
+                let wait = station
+                    .next_deadline()
+                    .map_or(1_000, |d| d.saturating_sub(clock.now_us()).min(1_000))
+                    .max(50);
+                match rx.recv_timeout(Duration::from_micros(wait)) {
+                    Ok((passed, part, times)) => {
+                        while let Ok(t) = threshold_rx.try_recv() {
+                            station.set_threshold(t);
+                        }
+                        let received = clock.now_us();
+                        let r = station.decide(passed, part);
+                        tally.add(&r, times, received, clock.now_us());
+                        hooks.decided(&r);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => worker_done = true,
+                }
+            }
+            hooks.between(station, overruns.load(Ordering::Relaxed));
+            match station.tick() {
+                Ok(edges) => tally.pulses += edges.iter().filter(|e| e.high).count() as u64,
+                Err(_) => tracing::error!("reject output failed to switch"),
+            }
+            if worker_done && station.next_deadline().is_none() {
                 break;
             }
+        }
+        let _ = worker.join();
+        tally.summary(station, overruns.load(Ordering::Relaxed), (clock.now_us() - started) as f64 / 1e6)
+    }
+}
+
+/// The worker thread: captures and scores parts in order and sends each to the station.
+struct Worker<S, I, C> {
+    line: Line<S, I, C>,
+    tx: mpsc::SyncSender<Scored>,
+    threshold_tx: mpsc::Sender<f32>,
+    overruns: Arc<AtomicU64>,
+    /// The threshold last announced.
+    threshold: f32,
+    /// Current camera back-off (ms).
+    backoff: f64,
+    /// Frame slots so far (parts, lost or not); an idle trigger wait is not one.
+    slots: u64,
+    /// Parts sent to the station so far: the next part's number.
+    parts: u64,
+}
+
+impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
+    fn run(mut self) {
+        let interval = self.line.source.interval_us();
+        let origin = self.line.clock.now_us();
+        loop {
+            if self.line.stop.load(Ordering::Relaxed)
+                || self.line.limits.parts.is_some_and(|n| self.slots >= n)
+            {
+                return;
+            }
             if let Some(iv) = interval {
-                let due = origin + seq * iv;
-                let now = clock.now_us();
+                let due = origin + self.slots * iv;
+                let now = self.line.clock.now_us();
                 if due > now {
-                    clock.sleep_until(due);
+                    self.line.clock.sleep_until(due);
                 } else if now - due >= iv {
                     // Overrun: the belt did not wait, this part passed the camera at `due`
                     // while the previous one was being scored; the pusher times from then.
-                    let truth = source.skip();
-                    seq += 1;
-                    worker_overruns.fetch_add(1, Ordering::Relaxed);
-                    let part = next_part();
-                    let part = Inspected { part, truth, score: Err(OVERRUN.into()), thumbnail: None };
-                    if tx.send((due, part, None)).is_err() {
-                        break;
+                    let truth = self.line.source.skip();
+                    self.slots += 1;
+                    if !self.overrun(due, truth) {
+                        return;
                     }
                     continue;
                 }
             }
-            let asked = clock.now_us();
-            let frame = source.next_frame();
-            let captured = clock.now_us();
-            // The pusher times from when the part passed the photo-eye, when known.
-            let passed = source.arrived_us().unwrap_or(captured);
-            if !matches!(frame, Err(FrameError::Idle)) {
-                seq += 1;
+            if !self.next_part() {
+                return;
             }
-            // Parts the camera dropped while inspection was behind: each is uninspected.
-            let dropped = frame.as_ref().map_or(0, |f| f.dropped_before);
-            for _ in 0..dropped {
-                worker_overruns.fetch_add(1, Ordering::Relaxed);
-                let part = next_part();
-                let part = Inspected { part, truth: None, score: Err(OVERRUN.into()), thumbnail: None };
-                if tx.send((captured, part, None)).is_err() {
-                    return;
-                }
-            }
-            match &frame {
-                Err(FrameError::End(_)) => break,
-                Err(FrameError::Idle) => continue,
-                Err(FrameError::Lost { .. }) => {
-                    // The part in front of the camera is uninspected; wait before retrying.
-                    let part = inspect(&mut inspector, next_part(), frame);
-                    if tx.send((passed, part, None)).is_err() {
-                        break;
-                    }
-                    clock.sleep_until(clock.now_us() + (backoff * 1e3) as u64);
-                    backoff = (backoff * 2.0).min(retry.max_ms);
-                    continue;
-                }
-                _ => backoff = retry.first_ms,
-            }
-            let part = inspect(&mut inspector, next_part(), frame);
-            let scored_at_us = clock.now_us();
-            let times = WorkerTimes {
-                capture_us: captured - asked,
-                inspect_us: scored_at_us - captured,
-                scored_at_us,
-            };
-            if inspector.threshold().to_bits() != threshold.to_bits() {
-                threshold = inspector.threshold();
-                let _ = threshold_tx.send(threshold);
-            }
-            if tx.send((passed, part, Some(times))).is_err() {
-                break;
-            }
-        }
-    });
-
-    let started = clock.now_us();
-    let mut latencies = Vec::new();
-    let (mut capture, mut inspect_t, mut queue, mut decide_t) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut pulses, mut with_truth, mut correct) = (0u64, 0u64, 0u64);
-    let mut worker_done = false;
-    loop {
-        if worker_done {
-            // Only pulses are left: sleep to each.
-            if let Some(d) = station.next_deadline() {
-                clock.sleep_until(d);
-            }
-        } else {
-            // Wake for the next pulse edge or at least every millisecond.
-            let wait = station
-                .next_deadline()
-                .map_or(1_000, |d| d.saturating_sub(clock.now_us()).min(1_000))
-                .max(50);
-            match rx.recv_timeout(Duration::from_micros(wait)) {
-                Ok((passed, part, times)) => {
-                    while let Ok(t) = threshold_rx.try_recv() {
-                        station.set_threshold(t);
-                    }
-                    let received = clock.now_us();
-                    let r = station.decide(passed, part);
-                    if let Some(t) = times {
-                        capture.push(t.capture_us);
-                        inspect_t.push(t.inspect_us);
-                        queue.push(received.saturating_sub(t.scored_at_us));
-                        decide_t.push(clock.now_us() - received);
-                    }
-                    latencies.push(r.decided_us.saturating_sub(r.captured_us));
-                    if let Some(t) = r.truth {
-                        with_truth += 1;
-                        let judged_ng = r.verdict != kensa_shared::verdict::Verdict::Ok;
-                        correct += u64::from(judged_ng == t);
-                    }
-                    if let Some(c) = control {
-                        c.publish(&r);
-                    }
-                    on_part(&r);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => worker_done = true,
-            }
-        }
-        if let Some(c) = control {
-            c.serve(station, &overruns);
-        }
-        match station.tick() {
-            Ok(edges) => pulses += edges.iter().filter(|e| e.high).count() as u64,
-            Err(_) => tracing::error!("reject output failed to switch"),
-        }
-        if worker_done && station.next_deadline().is_none() {
-            break;
         }
     }
-    let _ = worker.join();
-    let stages = StageLatency {
-        capture: Percentiles::of(capture),
-        inspect: Percentiles::of(inspect_t),
-        queue: Percentiles::of(queue),
-        decide: Percentiles::of(decide_t),
-    };
-    let total = Percentiles::of(latencies);
-    Summary {
-        counters: station.counters(),
-        pulses_fired: pulses,
-        overruns: overruns.load(Ordering::Relaxed),
-        with_truth,
-        correct,
-        latency_p50_ms: total.p50_ms,
-        latency_p99_ms: total.p99_ms,
-        stages,
-        seconds: (clock.now_us() - started) as f64 / 1e6,
+
+    /// Capture, score and send one part; `false` when the line is over.
+    fn next_part(&mut self) -> bool {
+        let clock = &self.line.clock;
+        let asked = clock.now_us();
+        let frame = self.line.source.next_frame();
+        let captured = clock.now_us();
+        // The pusher times from when the part passed the photo-eye, when known.
+        let passed = self.line.source.arrived_us().unwrap_or(captured);
+        if !matches!(frame, Err(FrameError::Idle)) {
+            self.slots += 1;
+        }
+        // Parts the camera dropped while inspection was behind: each is uninspected.
+        for _ in 0..frame.as_ref().map_or(0, |f| f.dropped_before) {
+            if !self.overrun(captured, None) {
+                return false;
+            }
+        }
+        match &frame {
+            Err(FrameError::End(_)) => return false,
+            Err(FrameError::Idle) => return true,
+            Err(FrameError::Lost { .. }) => {
+                // The part in front of the camera is uninspected; wait before retrying.
+                let n = self.number();
+                let part = inspect(&mut self.line.inspector, n, frame);
+                if self.tx.send((passed, part, None)).is_err() {
+                    return false;
+                }
+                let clock = &self.line.clock;
+                clock.sleep_until(clock.now_us() + (self.backoff * 1e3) as u64);
+                self.backoff = (self.backoff * 2.0).min(self.line.retry.max_ms);
+                return true;
+            }
+            _ => self.backoff = self.line.retry.first_ms,
+        }
+        let n = self.number();
+        let part = inspect(&mut self.line.inspector, n, frame);
+        let scored_at_us = self.line.clock.now_us();
+        let times =
+            WorkerTimes { capture_us: captured - asked, inspect_us: scored_at_us - captured, scored_at_us };
+        if self.line.inspector.threshold().to_bits() != self.threshold.to_bits() {
+            self.threshold = self.line.inspector.threshold();
+            let _ = self.threshold_tx.send(self.threshold);
+        }
+        self.tx.send((passed, part, Some(times))).is_ok()
+    }
+
+    /// Send an uninspected overrun part that passed the camera at `passed`.
+    fn overrun(&mut self, passed: u64, truth: Option<bool>) -> bool {
+        self.overruns.fetch_add(1, Ordering::Relaxed);
+        let part = Inspected { part: self.number(), truth, score: Err(OVERRUN.into()), thumbnail: None };
+        self.tx.send((passed, part, None)).is_ok()
+    }
+
+    fn number(&mut self) -> u64 {
+        self.parts += 1;
+        self.parts - 1
+    }
+}
+
+/// What the station thread measures over a run.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies: Vec<u64>,
+    capture: Vec<u64>,
+    inspect: Vec<u64>,
+    queue: Vec<u64>,
+    decide: Vec<u64>,
+    pulses: u64,
+    with_truth: u64,
+    correct: u64,
+}
+
+impl Tally {
+    /// Part `r`, received from the worker at `received` and decided by `decided`.
+    fn add(&mut self, r: &PartResult, times: Option<WorkerTimes>, received: u64, decided: u64) {
+        if let Some(t) = times {
+            self.capture.push(t.capture_us);
+            self.inspect.push(t.inspect_us);
+            self.queue.push(received.saturating_sub(t.scored_at_us));
+            self.decide.push(decided - received);
+        }
+        self.latencies.push(r.decided_us.saturating_sub(r.captured_us));
+        if let Some(t) = r.truth {
+            self.with_truth += 1;
+            let judged_ng = r.verdict != kensa_shared::verdict::Verdict::Ok;
+            self.correct += u64::from(judged_ng == t);
+        }
+    }
+
+    fn summary<P: OutputPin, C: Clock>(
+        self,
+        station: &Station<P, C>,
+        overruns: u64,
+        seconds: f64,
+    ) -> Summary {
+        let stages = StageLatency {
+            capture: Percentiles::of(self.capture),
+            inspect: Percentiles::of(self.inspect),
+            queue: Percentiles::of(self.queue),
+            decide: Percentiles::of(self.decide),
+        };
+        let total = Percentiles::of(self.latencies);
+        Summary {
+            counters: station.counters(),
+            pulses_fired: self.pulses,
+            overruns,
+            with_truth: self.with_truth,
+            correct: self.correct,
+            latency_p50_ms: total.p50_ms,
+            latency_p99_ms: total.p99_ms,
+            stages,
+            seconds,
+        }
     }
 }
 
@@ -334,17 +412,15 @@ mod tests {
         let limits = RunLimits { parts: Some(30) };
         let retry = Retry { first_ms: 1.0, max_ms: 1.0 };
         let mut results = Vec::new();
-        let s = run(
+        let line = Line {
             source,
-            Slow(clock.clone()),
-            &mut station,
-            clock.clone(),
+            inspector: Slow(clock.clone()),
+            clock: clock.clone(),
             limits,
             retry,
-            Arc::default(),
-            None,
-            |r: &PartResult| results.push(r.clone()),
-        );
+            stop: Arc::default(),
+        };
+        let s = line.run(&mut station, &mut |r: &PartResult| results.push(r.clone()));
 
         let c = s.counters;
         assert_eq!(c.parts, 30, "every part on the belt is accounted for");
@@ -432,17 +508,10 @@ mod tests {
         let source = crate::camera::Triggered::new(camera, rx, Duration::from_millis(50), "photo-eye".into());
         let retry = Retry { first_ms: 1.0, max_ms: 1.0 };
         let mut results = Vec::new();
-        let s = run(
-            source,
-            AllNg,
-            &mut station,
-            clock.clone(),
-            RunLimits { parts: Some(3) },
-            retry,
-            Arc::default(),
-            None,
-            |r: &PartResult| results.push(r.clone()),
-        );
+        let limits = RunLimits { parts: Some(3) };
+        let line =
+            Line { source, inspector: AllNg, clock: clock.clone(), limits, retry, stop: Arc::default() };
+        let s = line.run(&mut station, &mut |r: &PartResult| results.push(r.clone()));
         assert_eq!((s.counters.ng, s.counters.late), (3, 0), "{:?}", s.counters);
         let passed: Vec<u64> = results.iter().map(|r| r.captured_us).collect();
         assert_eq!(passed, photo_eye, "each part is timed from its edge, not from its capture");

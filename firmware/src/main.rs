@@ -12,10 +12,11 @@ use kensa_fw::actuator::{PinSignal, Pusher, Signal, SimPin};
 use kensa_fw::camera::{DirSource, FrameSource, Roi, Sampled, SyntheticConveyor, Triggered, V4l2Source};
 use kensa_fw::clock::{Clock, MonotonicClock};
 use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output, Trigger};
-use kensa_fw::line::{self, Retry, RunLimits, Summary};
+use kensa_fw::line::{self, Summary};
 use kensa_fw::link::{self, Next};
 use kensa_fw::model::{Model, Swappable};
 use kensa_fw::schedule::{Outcome, RejectScheduler};
+use kensa_fw::settings::{self, ModelSource, Overrides, Settings};
 use kensa_fw::station::{Action, PartResult, Station};
 use kensa_fw::store::{Holds, Store};
 use kensa_fw::supervisor::{self, Supervised};
@@ -128,11 +129,6 @@ fn file_head(path: &std::path::Path, n: u64) -> Result<Vec<u8>> {
     Ok(head)
 }
 
-/// The store folder named on the command line or in the configuration.
-fn store_dir(args: &Args, cfg: &Config) -> Option<PathBuf> {
-    args.store.clone().or_else(|| cfg.model.store.clone())
-}
-
 fn load_config(args: &Args) -> Result<Config> {
     match &args.config {
         Some(path) => Ok(Config::load(path)?),
@@ -143,7 +139,7 @@ fn load_config(args: &Args) -> Result<Config> {
 /// `--supervise`: look after daemons started from this executable or flashed firmware.
 fn supervise(args: &Args) -> Result<ExitCode> {
     let cfg = load_config(args)?;
-    let dir = store_dir(args, &cfg)
+    let dir = settings::store_dir(&overrides(args), &cfg)
         .context("--supervise needs a store (--store or model.store) for flashed firmware")?;
     let fw_dir = supervisor::firmware_dir(&dir);
     let store = Store::open_for(&fw_dir, Holds::Firmware)
@@ -215,9 +211,94 @@ fn run(
     args: &Args,
     logbook: kensa_fw::logbook::Logbook,
     supervised: Option<&Supervised>,
-    (firmware_sha256, running_header): &(String, Vec<u8>),
+    firmware: &(String, Vec<u8>),
 ) -> Result<(Summary, Next)> {
     let cfg = load_config(args)?;
+    let trusted = trusted_keys(args, &cfg)?;
+    let over = overrides(args);
+    let dir = settings::store_dir(&over, &cfg);
+    let store = match &dir {
+        Some(dir) => Some(Store::open(dir).with_context(|| format!("model store {}", dir.display()))?),
+        None => None,
+    };
+    let saved = store.as_ref().map(Store::settings).unwrap_or_default();
+    let run = Settings::resolve(&over, &cfg, store.as_ref().and_then(Store::active), &saved);
+    for note in &run.ignored {
+        tracing::error!("{note}");
+    }
+    if run.reject_saved {
+        tracing::warn!("using the reject timing saved over the link: {:?}", run.timing);
+    }
+    let model = load_model(&run.model, &trusted)?;
+    let saved_threshold = saved.threshold_for(&model.manifest().onnx_sha256);
+    // One clock for the line: trigger edges, captures, decisions and pulses.
+    let clock = MonotonicClock::default();
+    let source = frame_source(&cfg, store.as_ref(), clock)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = on_stop_signals(&stop)?;
+    let m = model.manifest();
+    println!(
+        "kensa-fw {}: {} model {}x{}, threshold {:.3}; {}",
+        env!("CARGO_PKG_VERSION"),
+        m.kind,
+        m.preprocess.width,
+        m.preprocess.height,
+        m.threshold,
+        source.describe()
+    );
+    let (swap_tx, swap_rx) = std::sync::mpsc::channel();
+    let active = Arc::new(std::sync::Mutex::new(link::InForce::of(
+        &model,
+        saved_threshold.is_some(),
+        run.reject_saved,
+    )));
+    let diagnostics =
+        Diagnostics { logbook, supervised, firmware, source: source.describe(), dir: dir.as_deref() };
+    let flash = (store, trusted, swap_tx, Arc::clone(&active), run.timing);
+    let (control, port_thread, next) = match &run.serial {
+        None => (None, None, Arc::new(std::sync::Mutex::new(Next::Exit))),
+        Some((port, baud)) => {
+            let (control, thread, next) = diagnostics.start(port.clone(), *baud, active, flash, &stop)?;
+            (Some(control), Some(thread), next)
+        }
+    };
+    let model = Swappable::new(model, swap_rx);
+    let line = LineSettings { run: &run, fail_safe: &cfg.fail_safe, saved_threshold, supervised };
+    let control = control.as_ref();
+    let (limits, retry) = (run.limits, run.retry);
+    let parts = line::Line { source, inspector: model, clock, limits, retry, stop: Arc::clone(&stop) };
+    let summary = match &cfg.reject {
+        Output::Simulated => run_line(parts, SimPin::new(clock), false, &line, control),
+        Output::Gpio { chip, line: l, active_low } => {
+            run_line(parts, gpio_output(chip, *l, "kensa-reject")?, *active_low, &line, control)
+        }
+    };
+    // The link stops with the line (it may be what stopped it).
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = port_thread {
+        let _ = t.join();
+    }
+    for id in signals {
+        signal_hook::low_level::unregister(id);
+    }
+    let next = *next.lock().map_err(|_| anyhow::anyhow!("link state poisoned"))?;
+    Ok((summary?, next))
+}
+
+/// The flags that override the configuration, for [`Settings::resolve`].
+fn overrides(args: &Args) -> Overrides {
+    Overrides {
+        model: args.model.clone(),
+        sim: args.sim,
+        parts: args.parts,
+        store: args.store.clone(),
+        serial: args.serial.clone(),
+        baud: args.baud,
+    }
+}
+
+/// `model.trusted_keys` and every `--trust` key file.
+fn trusted_keys(args: &Args, cfg: &Config) -> Result<Vec<kensa_shared::package::VerifyingKey>> {
     let mut trusted = cfg.model.trusted();
     for path in &args.trust {
         let text =
@@ -226,35 +307,26 @@ fn run(
             .map_err(|e| anyhow::anyhow!("key {} is not a kensa public key: {e}", path.display()))?;
         trusted.push(key);
     }
-    let dir = store_dir(args, &cfg);
-    let store = match &dir {
-        Some(dir) => Some(Store::open(dir).with_context(|| format!("model store {}", dir.display()))?),
-        None => None,
-    };
-    let flashed = store.as_ref().and_then(Store::active).filter(|_| args.model.is_none());
-    let model = match (&args.model, &flashed, args.sim) {
-        (Some(p), _, _) => Model::load(p, &trusted)?,
-        (None, Some(p), _) => Model::load(p, &trusted).with_context(|| "the flashed model in the store")?,
-        (None, None, true) => Model::from_bytes(DEMO_MODEL, "built-in demo model", &trusted)?,
-        (None, None, false) => Model::load(&cfg.model.path, &trusted)?,
-    };
-    let settings = store.as_ref().map(Store::settings).unwrap_or_default();
-    let saved_threshold = settings.threshold_for(&model.manifest().onnx_sha256);
-    let mut timing = cfg.belt.timing();
-    let reject_saved = match settings.reject.map(|r| timing.with_reject(r.delay_ms, r.pulse_ms)) {
-        Some(Ok(t)) => {
-            tracing::warn!("using the reject timing saved over the link: {t:?}");
-            timing = t;
-            true
+    Ok(trusted)
+}
+
+fn load_model(source: &ModelSource, trusted: &[kensa_shared::package::VerifyingKey]) -> Result<Model> {
+    Ok(match source {
+        ModelSource::Given(p) | ModelSource::Configured(p) => Model::load(p, trusted)?,
+        ModelSource::Flashed(p) => {
+            Model::load(p, trusted).with_context(|| "the flashed model in the store")?
         }
-        Some(Err(e)) => {
-            tracing::error!("ignoring the saved reject timing: {e}");
-            false
-        }
-        None => false,
-    };
-    // One clock for the line: trigger edges, captures, decisions and pulses.
-    let clock = MonotonicClock::default();
+        ModelSource::Demo => Model::from_bytes(DEMO_MODEL, "built-in demo model", trusted)?,
+    })
+}
+
+/// The configured camera, cut to its region, triggered when so wired, sampled into the
+/// store for self-testing flashed models.
+fn frame_source(
+    cfg: &Config,
+    store: Option<&Store>,
+    clock: MonotonicClock,
+) -> Result<Box<dyn FrameSource + Send>> {
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
         Camera::Synthetic { rate_hz, defect_rate, size, seed } => Box::new(SyntheticConveyor::new(
             SynthSpec::square(Surface::BrushedMetal, *size),
@@ -276,99 +348,78 @@ fn run(
         Trigger::FreeRun => source,
         Trigger::Gpio { chip, line } => {
             let input = format!("GPIO line {line} on {}", chip.display());
-            Box::new(Triggered::new(
-                source,
-                photo_eye(chip, *line, clock)?,
-                Duration::from_millis(200),
-                input,
-            ))
+            let edges = photo_eye(chip, *line, clock)?;
+            Box::new(Triggered::new(source, edges, Duration::from_millis(200), input))
         }
     };
     // Frames for self-testing flashed models, written on their own thread.
-    let source: Box<dyn FrameSource + Send> = match &store {
+    Ok(match store {
         Some(s) => Box::new(Sampled::new(source, sample_keeper(s.dir()), SAMPLE_EVERY)),
         None => source,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let signals = on_stop_signals(&stop)?;
-    let limits = RunLimits { parts: args.parts.or(args.sim.then_some(40)) };
-    let m = model.manifest();
-    println!(
-        "kensa-fw {}: {} model {}x{}, threshold {:.3}; {}",
-        env!("CARGO_PKG_VERSION"),
-        m.kind,
-        m.preprocess.width,
-        m.preprocess.height,
-        m.threshold,
-        source.describe()
-    );
-    let serial = match (&args.serial, &cfg.serial) {
-        (Some(port), _) => Some((port.clone(), args.baud)),
-        (None, Some(s)) => Some((s.port.clone(), s.baud)),
-        (None, None) => None,
-    };
-    let (swap_tx, swap_rx) = std::sync::mpsc::channel();
-    let active =
-        Arc::new(std::sync::Mutex::new(link::InForce::of(&model, saved_threshold.is_some(), reject_saved)));
-    let fw_dir = dir.as_deref().map(supervisor::firmware_dir);
-    let (control, port_thread, next) = match serial {
-        None => (None, None, Arc::new(std::sync::Mutex::new(Next::Exit))),
-        Some((port, baud)) => {
-            let identity = link::Identity {
-                model: Arc::clone(&active),
-                source: source.describe(),
-                started: std::time::Instant::now(),
-                logbook,
-                firmware_sha256: firmware_sha256.clone(),
-                supervised: supervised.cloned().zip(fw_dir.clone()),
-            };
-            let firmware = match (supervised, &fw_dir) {
-                (Some(_), Some(d)) => Some(link::FirmwareFlasher {
-                    store: Store::open_for(d, Holds::Firmware)
-                        .with_context(|| format!("firmware store {}", d.display()))?,
-                    running_header: running_header.clone(),
-                }),
-                _ => None,
-            };
-            let flash =
-                store.map(|store| link::Flasher::new(store, trusted, swap_tx, active, firmware, timing));
-            let (control, end) = link::channel(identity, flash);
-            let link_stop = Arc::clone(&stop);
-            let next = end.next();
-            let thread = std::thread::spawn(move || link::run_port(port, baud, end, link_stop));
-            (Some(control), Some(thread), next)
-        }
-    };
-    let model = Swappable::new(model, swap_rx);
-    let control = control.as_ref();
-    let line = Line { timing, fail_safe: &cfg.fail_safe, limits, saved_threshold, supervised };
-    let summary = match &cfg.reject {
-        Output::Simulated => {
-            run_line(source, model, SimPin::new(clock), false, clock, &line, Arc::clone(&stop), control)
-        }
-        Output::Gpio { chip, line: l, active_low } => {
-            let pin = gpio_output(chip, *l, "kensa-reject")?;
-            run_line(source, model, pin, *active_low, clock, &line, Arc::clone(&stop), control)
-        }
-    };
-    // The link stops with the line (it may be what stopped it).
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = port_thread {
-        let _ = t.join();
+    })
+}
+
+/// What the diagnostics link reports about this daemon.
+struct Diagnostics<'a> {
+    logbook: kensa_fw::logbook::Logbook,
+    supervised: Option<&'a Supervised>,
+    /// SHA-256 of the running image and this machine's executable header.
+    firmware: &'a (String, Vec<u8>),
+    source: String,
+    dir: Option<&'a std::path::Path>,
+}
+
+/// What flashing needs: the store, the trusted keys, the model intake, the model in
+/// force and the reject timing in force.
+type FlashParts = (
+    Option<Store>,
+    Vec<kensa_shared::package::VerifyingKey>,
+    std::sync::mpsc::Sender<Model>,
+    Arc<std::sync::Mutex<link::InForce>>,
+    kensa_fw::schedule::BeltTiming,
+);
+
+impl Diagnostics<'_> {
+    /// Serve the link on `port` from its own thread until `stop`.
+    fn start(
+        self,
+        port: PathBuf,
+        baud: u32,
+        active: Arc<std::sync::Mutex<link::InForce>>,
+        (store, trusted, swap, in_force, timing): FlashParts,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<(link::Control, std::thread::JoinHandle<()>, Arc<std::sync::Mutex<Next>>)> {
+        let fw_dir = self.dir.map(supervisor::firmware_dir);
+        let identity = link::Identity {
+            model: active,
+            source: self.source,
+            started: std::time::Instant::now(),
+            logbook: self.logbook,
+            firmware_sha256: self.firmware.0.clone(),
+            supervised: self.supervised.cloned().zip(fw_dir.clone()),
+        };
+        let firmware = match (self.supervised, &fw_dir) {
+            (Some(_), Some(d)) => Some(link::FirmwareFlasher {
+                store: Store::open_for(d, Holds::Firmware)
+                    .with_context(|| format!("firmware store {}", d.display()))?,
+                running_header: self.firmware.1.clone(),
+            }),
+            _ => None,
+        };
+        let flash = store.map(|store| link::Flasher::new(store, trusted, swap, in_force, firmware, timing));
+        let (control, end) = link::channel(identity, flash);
+        let link_stop = Arc::clone(stop);
+        let next = end.next();
+        let thread = std::thread::spawn(move || link::run_port(port, baud, end, link_stop));
+        Ok((control, thread, next))
     }
-    for id in signals {
-        signal_hook::low_level::unregister(id);
-    }
-    let next = *next.lock().map_err(|_| anyhow::anyhow!("link state poisoned"))?;
-    Ok((summary?, next))
 }
 
 /// How the line runs, beyond its devices.
-struct Line<'a> {
-    /// Reject timing (the configuration's, or one saved over the link).
-    timing: kensa_fw::schedule::BeltTiming,
+struct LineSettings<'a> {
+    /// Timing, limits and back-off, decided.
+    run: &'a Settings,
     fail_safe: &'a FailSafe,
-    limits: RunLimits,
     /// A threshold saved over the link for this model.
     saved_threshold: Option<f32>,
     /// Report healthy to the supervisor after the first scored part.
@@ -467,22 +518,20 @@ fn gpio_output(chip: &std::path::Path, line: u32, label: &str) -> Result<linux_e
         .with_context(|| format!("GPIO line {line} on {}", chip.display()))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The station over the reject output `pin`, then `parts` run through it.
 fn run_line<P: OutputPin>(
-    source: Box<dyn FrameSource + Send>,
-    model: Swappable,
+    parts: line::Line<Box<dyn FrameSource + Send>, Swappable, MonotonicClock>,
     pin: P,
     active_low: bool,
-    clock: MonotonicClock,
-    line: &Line,
-    stop: Arc<AtomicBool>,
+    line: &LineSettings,
     control: Option<&link::Control>,
 ) -> Result<Summary> {
+    let clock = parts.clock;
     let pusher = Pusher::new(pin, active_low).map_err(|e| anyhow::anyhow!("reject output: {e:?}"))?;
-    let threshold = kensa_fw::station::Inspector::threshold(&model);
+    let threshold = kensa_fw::station::Inspector::threshold(&parts.inspector);
     let fail_safe = line.fail_safe;
     let mut station =
-        Station::new(threshold, pusher, RejectScheduler::new(line.timing), clock, fail_safe.uninspected);
+        Station::new(threshold, pusher, RejectScheduler::new(line.run.timing), clock, fail_safe.uninspected);
     if let Some(out) = &fail_safe.line_stop {
         station = station.with_line_stop(line_stop_output(out, clock)?);
     }
@@ -490,15 +539,37 @@ fn run_line<P: OutputPin>(
         tracing::warn!("using the threshold {t} saved over the link for this model");
         station.set_threshold(t);
     }
-    let retry = Retry { first_ms: fail_safe.camera_retry_ms, max_ms: fail_safe.camera_retry_max_ms };
-    let mut healthy = line.supervised.is_none();
-    Ok(line::run(source, model, &mut station, clock, line.limits, retry, stop, control, |r| {
-        if !healthy && r.score.is_some() {
-            healthy = true;
-            line.supervised.inspect(|s| s.report_healthy());
+    let mut hooks =
+        Daemon { control, supervised: line.supervised, healthy: line.supervised.is_none(), clock };
+    Ok(parts.run(&mut station, &mut hooks))
+}
+
+/// The daemon's view of the line: every decision printed and streamed to a watching
+/// host, link requests answered between parts, health reported after the first score.
+struct Daemon<'a> {
+    control: Option<&'a link::Control>,
+    supervised: Option<&'a Supervised>,
+    healthy: bool,
+    clock: MonotonicClock,
+}
+
+impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
+    fn decided(&mut self, r: &PartResult) {
+        if !self.healthy && r.score.is_some() {
+            self.healthy = true;
+            self.supervised.inspect(|s| s.report_healthy());
         }
-        print_part(r, &clock)
-    }))
+        if let Some(c) = self.control {
+            c.publish(r);
+        }
+        print_part(r, &self.clock)
+    }
+
+    fn between(&mut self, station: &mut Station<P, MonotonicClock>, overruns: u64) {
+        if let Some(c) = self.control {
+            c.serve(station, overruns);
+        }
+    }
 }
 
 fn print_part(r: &PartResult, clock: &MonotonicClock) {

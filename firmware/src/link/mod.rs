@@ -15,7 +15,7 @@ pub mod port;
 pub mod session;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -138,9 +138,9 @@ pub fn channel(identity: Identity, flash: Option<Flasher>) -> (Control, PortEnd)
 
 impl Control {
     /// Answer every pending request (call between parts, at least every few ms).
-    pub fn serve<P: OutputPin, C: Clock>(&self, station: &mut Station<P, C>, overruns: &AtomicU64) {
+    pub fn serve<P: OutputPin, C: Clock>(&self, station: &mut Station<P, C>, overruns: u64) {
         while let Ok((id, req)) = self.requests.try_recv() {
-            let body = answer(station, &req, &self.identity, overruns.load(Ordering::Relaxed));
+            let body = answer(station, &req, &self.identity, overruns);
             self.send(BoxMessage::Reply { id, body });
         }
     }

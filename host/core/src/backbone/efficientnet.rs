@@ -120,7 +120,9 @@ fn relu6(g: &mut GraphBuilder, x: &str, zero: &str, six: &str) -> String {
     g.op("Clip", &[x, zero, six], &[])
 }
 
-/// Build the graph; returns ONNX bytes.
+/// Build the graph; returns ONNX bytes. One function on purpose: it walks the network
+/// stem → 16 blocks → head in order, and each node it adds is named after the layer of
+/// the state dict it comes from, so it reads against the paper's table top to bottom.
 pub fn build(w: &Weights, spec: &GraphSpec, provenance: &str) -> Result<Vec<u8>> {
     if let Some(&b) = spec.feature_blocks.iter().find(|&&b| b >= BLOCK_COUNT) {
         fail!(

@@ -25,7 +25,8 @@ pub(super) const MIN_QUANTIZED_FAN_IN: usize = 32;
 pub type Ranges = std::collections::HashMap<String, (f32, f32)>;
 
 /// The scoring graph of `model` (ONNX bytes) at `precision`; `Int8` needs the activation
-/// `ranges` ([`super::calibrate`]).
+/// `ranges` ([`super::calibrate`]). Long on purpose: it is the pipeline drawn in
+/// [`super`], step by step in that order, so a reader checks one against the other.
 pub fn graph(model: &TrainedModel, precision: Precision, ranges: Option<&Ranges>) -> Result<Vec<u8>> {
     let p = model.preprocess;
     let (h, w) = (p.height as i64, p.width as i64);
@@ -169,7 +170,9 @@ pub(super) const CENTRED: &str = "patches.centred";
 /// Bank rows per product in the PatchCore head (see [`patchcore_head`]).
 const BANK_CHUNK: usize = 768;
 
-/// PatchCore head: `[P, dim]` patches → `[P]` distance to the nearest bank row.
+/// PatchCore head: `[P, dim]` patches → `[P]` distance to the nearest bank row. Long on
+/// purpose: the f32 and integer variants of the same formula sit side by side, so the
+/// twin of each step is in view.
 fn patchcore_head(
     g: &mut GraphBuilder,
     x: &str,

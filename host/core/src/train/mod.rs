@@ -23,7 +23,6 @@ use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Item, OnError, open_all};
 use crate::error::{Result, ensure};
 use crate::heads::{Head, Padim, PatchCore};
-use crate::metrics;
 use crate::model::{Threshold, ThresholdRule, TrainedModel, TrainingSummary};
 use crate::score::{BATCH, Scorer, extract_patches};
 
@@ -138,63 +137,11 @@ pub fn train(
     if let Some(t) = opts.tiling {
         t.validate()?;
     }
-
-    // Gather patches a few images at a time, so that only one group of decoded images (and
-    // their tiles) is in memory besides what is kept.
-    progress.begin("features", fit_items.len());
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5EED);
-    let mut kept = Vec::new(); // Padim: whole grids
-    let (mut rows, mut dim) = (Vec::<f32>::new(), 0); // PatchCore: bank candidates
-    let mut images = 0;
-    for group in fit_items.chunks(GATHER_IMAGES) {
-        let opened = open_all(group, opts.on_error)?;
-        images += opened.len();
-        let crops: Vec<DynamicImage> = opened
-            .into_iter()
-            .flat_map(|(_, img)| kensa_shared::tiling::crops(opts.tiling, &img).into_iter().map(|(_, c)| c))
-            .collect();
-        let per_image = crops.len().div_ceil(group.len().max(1));
-        let patches = extract_patches(&backbone, &pre, &crops, &|_| ())?;
-        progress.advance(group.len());
-        match opts.method {
-            Method::PatchCore { .. } => {
-                // Budget per crop so that the whole set stays within `max_patches`.
-                let budget = (opts.max_patches / (fit_items.len() * per_image).max(1)).max(1);
-                for p in &patches {
-                    dim = p.dim;
-                    if p.rows() <= budget {
-                        rows.extend_from_slice(&p.data);
-                    } else {
-                        for i in rand::seq::index::sample(&mut rng, p.rows(), budget) {
-                            rows.extend_from_slice(p.row(i));
-                        }
-                    }
-                }
-            }
-            Method::Padim { .. } => kept.extend(patches),
-        }
-    }
-    progress.end();
+    let gathered = gather(&fit_items, opts, &backbone, &pre, progress)?;
+    let images = gathered.images;
     tracing::info!(images, seconds = started.elapsed().as_secs_f64(), "features extracted");
     let head_started = Instant::now();
-
-    let head = match opts.method {
-        Method::PatchCore { coreset } => {
-            ensure!(coreset > 0.0 && coreset <= 1.0, Invalid, "coreset ratio {coreset} must be in (0, 1]");
-            let total = rows.len() / dim.max(1);
-            let k = ((total as f64 * coreset).ceil() as usize).min(total);
-            progress.begin("coreset", k);
-            let pc = PatchCore::fit(rows, dim, coreset, opts.seed, |i| {
-                if i % 64 == 0 {
-                    progress.advance(64.min(i));
-                }
-            });
-            progress.end();
-            Head::PatchCore(pc)
-        }
-        Method::Padim { channels } => Head::Padim(Padim::fit(&kept, channels, opts.seed)?),
-    };
-    drop(kept);
+    let head = fit_head(opts, gathered, progress)?;
     tracing::info!(seconds = head_started.elapsed().as_secs_f64(), "{} head fitted", head.name());
 
     let mut model = TrainedModel {
@@ -217,37 +164,98 @@ pub fn train(
             ..TrainingSummary::default()
         },
     };
-
     // Threshold from held-out good images, plus defective validation images if any.
-    let mut val_items = held_items.clone();
+    let mut val_items = held_items;
     val_items.extend(validation_defects.iter().cloned());
     val_items.extend(ds.validation.iter().cloned());
     if !val_items.is_empty() {
         let scorer = Scorer::new(model.clone())?;
-        let loaded = open_all(&val_items, opts.on_error)?;
-        let (items, images): (Vec<Item>, Vec<DynamicImage>) = loaded.into_iter().unzip();
+        let (items, images): (Vec<Item>, Vec<DynamicImage>) =
+            open_all(&val_items, opts.on_error)?.into_iter().unzip();
         progress.begin("validation", images.len());
         let scored = scorer.score(&images, &|n| progress.advance(n))?;
         progress.end();
         let scores: Vec<f32> = scored.iter().map(|s| s.score).collect();
         let positive: Vec<bool> = items.iter().map(Item::is_defect).collect();
-        let good = positive.iter().filter(|p| !**p).count();
-        model.threshold = match metrics::f1_max(&scores, &positive) {
-            Some((_, t)) if good > 0 => {
-                Threshold { value: t, rule: ThresholdRule::F1Optimal { good, defective: items.len() - good } }
-            }
-            _ => {
-                let good_scores: Vec<f32> =
-                    scores.iter().zip(&positive).filter(|(_, p)| !**p).map(|(s, _)| *s).collect();
-                Threshold {
-                    value: threshold::false_reject_rate(&good_scores, opts.frr),
-                    rule: ThresholdRule::FalseRejectRate { target: opts.frr, held_out: good_scores.len() },
-                }
-            }
-        };
+        model.threshold = threshold::choose(&scores, &positive, opts.frr);
     }
     model.training.seconds = started.elapsed().as_secs_f64();
     Ok(model)
+}
+
+/// What the good training images gave: PatchCore's bank candidates or PaDiM's grids.
+struct Gathered {
+    /// Images read.
+    images: usize,
+    /// PatchCore: candidate rows, `dim` values each.
+    rows: Vec<f32>,
+    dim: usize,
+    /// PaDiM: whole patch grids.
+    grids: Vec<crate::embed::Patches>,
+}
+
+/// Embed `fit_items` a few images at a time, so that only one group of decoded images
+/// (and their tiles) is in memory besides what is kept.
+fn gather(
+    fit_items: &[Item],
+    opts: &TrainOptions,
+    backbone: &Backbone,
+    pre: &Preprocess,
+    progress: &dyn Progress,
+) -> Result<Gathered> {
+    progress.begin("features", fit_items.len());
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5EED);
+    let mut g = Gathered { images: 0, rows: Vec::new(), dim: 0, grids: Vec::new() };
+    for group in fit_items.chunks(GATHER_IMAGES) {
+        let opened = open_all(group, opts.on_error)?;
+        g.images += opened.len();
+        let crops: Vec<DynamicImage> = opened
+            .into_iter()
+            .flat_map(|(_, img)| kensa_shared::tiling::crops(opts.tiling, &img).into_iter().map(|(_, c)| c))
+            .collect();
+        let per_image = crops.len().div_ceil(group.len().max(1));
+        let patches = extract_patches(backbone, pre, &crops, &|_| ())?;
+        progress.advance(group.len());
+        match opts.method {
+            Method::PatchCore { .. } => {
+                // Budget per crop so that the whole set stays within `max_patches`.
+                let budget = (opts.max_patches / (fit_items.len() * per_image).max(1)).max(1);
+                for p in &patches {
+                    g.dim = p.dim;
+                    if p.rows() <= budget {
+                        g.rows.extend_from_slice(&p.data);
+                    } else {
+                        for i in rand::seq::index::sample(&mut rng, p.rows(), budget) {
+                            g.rows.extend_from_slice(p.row(i));
+                        }
+                    }
+                }
+            }
+            Method::Padim { .. } => g.grids.extend(patches),
+        }
+    }
+    progress.end();
+    Ok(g)
+}
+
+/// The head of `opts.method` on what [`gather`] kept.
+fn fit_head(opts: &TrainOptions, g: Gathered, progress: &dyn Progress) -> Result<Head> {
+    Ok(match opts.method {
+        Method::PatchCore { coreset } => {
+            ensure!(coreset > 0.0 && coreset <= 1.0, Invalid, "coreset ratio {coreset} must be in (0, 1]");
+            let total = g.rows.len() / g.dim.max(1);
+            let k = ((total as f64 * coreset).ceil() as usize).min(total);
+            progress.begin("coreset", k);
+            let pc = PatchCore::fit(g.rows, g.dim, coreset, opts.seed, |i| {
+                if i % 64 == 0 {
+                    progress.advance(64.min(i));
+                }
+            });
+            progress.end();
+            Head::PatchCore(pc)
+        }
+        Method::Padim { channels } => Head::Padim(Padim::fit(&g.grids, channels, opts.seed)?),
+    })
 }
 
 #[cfg(test)]

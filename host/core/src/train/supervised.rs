@@ -178,44 +178,9 @@ pub fn train_supervised(
         |m: &TrainedModel| -> Vec<f32> { val_patches.par_iter().map(|p| m.score_patches(p).score).collect() };
     if opts.combined {
         let anomaly = train(ds, &[], dataset_name, base, progress)?;
-        let good_scores = |m: &TrainedModel| -> (f32, f32) {
-            let s = image_scores(m);
-            let good: Vec<f32> = s.iter().zip(&positive).filter(|(_, p)| !**p).map(|(v, _)| *v).collect();
-            mean_std(&good)
-        };
-        let (am, asd) = good_scores(&anomaly);
-        let (cm, csd) = good_scores(&model);
-        let (a_std, c_std) = (Affine::standardising(am, asd), Affine::standardising(cm, csd));
-        // Patch grids of both heads once; each weight is then only maps and pooling.
-        let grids: Vec<(Vec<f32>, Vec<f32>)> =
-            val_patches.par_iter().map(|p| (anomaly.head.patch_scores(p), classifier.score(p))).collect();
-        let (gh, gw) = (val_patches[0].h, val_patches[0].w);
-        let (h, wd) = (pre.height as usize, pre.width as usize);
-        let mut best = (f64::NEG_INFINITY, 0.5f32);
-        for step in 0..=10 {
-            let w = step as f32 / 10.0;
-            let scores: Vec<f32> = grids
-                .par_iter()
-                .map(|(a, s)| {
-                    let z = mix(a, s, a_std.times(w), c_std.times(1.0 - w));
-                    map::image_score(&map::anomaly_map(&z, gh, gw, h, wd), wd, base.score_top_share)
-                })
-                .collect();
-            let auroc = metrics::auroc(&scores, &positive).unwrap_or(0.0);
-            tracing::info!(weight = w, auroc, "combined rule on validation");
-            let nearer = (w - 0.5).abs() < (best.1 - 0.5).abs();
-            if auroc > best.0 + 1e-9 || ((auroc - best.0).abs() <= 1e-9 && nearer) {
-                best = (auroc, w);
-            }
-        }
-        let w = best.1;
-        model.head = Head::Combined(Combined {
-            anomaly: Box::new(anomaly.head),
-            classifier,
-            anomaly_scale: a_std.times(w),
-            classifier_scale: c_std.times(1.0 - w),
-            anomaly_weight: w,
-        });
+        let (head, weight) = combine(&anomaly, &model, &classifier, &val_patches, &positive, &pre, base);
+        tracing::info!(weight, "combined head");
+        model.head = head;
         model.training.coreset_ratio = anomaly.training.coreset_ratio;
     }
     let scores = image_scores(&model);
@@ -226,4 +191,57 @@ pub fn train_supervised(
     };
     model.training.seconds = started.elapsed().as_secs_f64();
     Ok(model)
+}
+
+/// The combined head of `anomaly` and the classifier of `supervised` (see [`Combined`]):
+/// both standardised on the good validation images, weighted by the share that ranks
+/// the validation images best. Returns the head and that share.
+fn combine(
+    anomaly: &TrainedModel,
+    supervised: &TrainedModel,
+    classifier: &classifier::Classifier,
+    val_patches: &[&Patches],
+    positive: &[bool],
+    pre: &Preprocess,
+    base: &TrainOptions,
+) -> (Head, f32) {
+    let good_scores = |m: &TrainedModel| -> (f32, f32) {
+        let s: Vec<f32> = val_patches.par_iter().map(|p| m.score_patches(p).score).collect();
+        let good: Vec<f32> = s.iter().zip(positive).filter(|(_, p)| !**p).map(|(v, _)| *v).collect();
+        mean_std(&good)
+    };
+    let (am, asd) = good_scores(anomaly);
+    let (cm, csd) = good_scores(supervised);
+    let (a_std, c_std) = (Affine::standardising(am, asd), Affine::standardising(cm, csd));
+    // Patch grids of both heads once; each weight is then only maps and pooling.
+    let grids: Vec<(Vec<f32>, Vec<f32>)> =
+        val_patches.par_iter().map(|p| (anomaly.head.patch_scores(p), classifier.score(p))).collect();
+    let (gh, gw) = (val_patches[0].h, val_patches[0].w);
+    let (h, wd) = (pre.height as usize, pre.width as usize);
+    let mut best = (f64::NEG_INFINITY, 0.5f32);
+    for step in 0..=10 {
+        let w = step as f32 / 10.0;
+        let scores: Vec<f32> = grids
+            .par_iter()
+            .map(|(a, s)| {
+                let z = mix(a, s, a_std.times(w), c_std.times(1.0 - w));
+                map::image_score(&map::anomaly_map(&z, gh, gw, h, wd), wd, base.score_top_share)
+            })
+            .collect();
+        let auroc = metrics::auroc(&scores, positive).unwrap_or(0.0);
+        tracing::info!(weight = w, auroc, "combined rule on validation");
+        let nearer = (w - 0.5).abs() < (best.1 - 0.5).abs();
+        if auroc > best.0 + 1e-9 || ((auroc - best.0).abs() <= 1e-9 && nearer) {
+            best = (auroc, w);
+        }
+    }
+    let w = best.1;
+    let head = Head::Combined(Combined {
+        anomaly: Box::new(anomaly.head.clone()),
+        classifier: classifier.clone(),
+        anomaly_scale: a_std.times(w),
+        classifier_scale: c_std.times(1.0 - w),
+        anomaly_weight: w,
+    });
+    (head, w)
 }
