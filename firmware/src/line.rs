@@ -10,10 +10,7 @@ use embedded_hal::digital::OutputPin;
 
 use crate::camera::{FrameError, FrameSource};
 use crate::clock::Clock;
-use crate::station::{Inspected, Inspector, PartResult, Station, inspect};
-
-/// Fault text of a part that passed while inspection was behind.
-pub const OVERRUN: &str = "overrun: the part passed while the previous one was being inspected";
+use crate::station::{Counters, Fault, Inspected, Inspector, PartResult, Station, inspect};
 
 /// When to stop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,8 +75,8 @@ pub struct StageLatency {
 /// What a run did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
-    /// Station counters at the end.
-    pub counters: crate::station::Counters,
+    /// Counters at the end.
+    pub counters: Counters,
     /// Rising edges on the reject output.
     pub pulses_fired: u64,
     /// Parts that passed uninspected because frames came faster than inference
@@ -306,7 +303,7 @@ impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
     /// Send an uninspected overrun part that passed the camera at `passed`.
     fn overrun(&mut self, passed: u64, truth: Option<bool>) -> bool {
         self.overruns.fetch_add(1, Ordering::Relaxed);
-        let part = Inspected { part: self.number(), truth, score: Err(OVERRUN.into()), thumbnail: None };
+        let part = Inspected { part: self.number(), truth, score: Err(Fault::Overrun), thumbnail: None };
         self.tx.send((passed, part, None)).is_ok()
     }
 
@@ -360,7 +357,7 @@ impl Tally {
         };
         let total = Percentiles::of(self.latencies);
         Summary {
-            counters: station.counters(),
+            counters: Counters { overruns, ..station.counters() },
             pulses_fired: self.pulses,
             overruns,
             with_truth: self.with_truth,
@@ -438,7 +435,7 @@ mod tests {
             let passed_camera = 1_000_000 + 5_000 * r.part;
             assert_eq!(r.captured_us, passed_camera, "part {}", r.part);
             if r.fault.is_some() {
-                assert_eq!(r.fault.as_deref(), Some(OVERRUN));
+                assert_eq!(r.fault, Some(Fault::Overrun));
                 expected_rises.push(passed_camera + 300_000);
             }
         }

@@ -116,7 +116,7 @@ fn file_sha256(path: &std::path::Path) -> Result<String> {
     let mut hasher = sha2::Sha256::new();
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     std::io::copy(&mut f, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(kensa_shared::hex(&hasher.finalize()))
 }
 
 /// The first `n` bytes of a file (fewer if it is shorter).
@@ -589,7 +589,7 @@ fn print_part(r: &PartResult, clock: &MonotonicClock) {
         Action::Reject(Outcome::Late { .. }) => "reject LATE".to_string(),
         Action::StopLine => "LINE STOP".to_string(),
     };
-    let fault = r.fault.as_deref().map(|f| format!("  [{f}]")).unwrap_or_default();
+    let fault = r.fault.as_ref().map(|f| format!("  [{f}]")).unwrap_or_default();
     println!(
         "part {:4}  {:<11} score {score}{truth:<10}  decided in {:5.1} ms  {action}{fault}  t={:.2}s",
         r.part,

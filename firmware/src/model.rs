@@ -181,7 +181,7 @@ mod tests {
         assert!(err.contains("not a trusted key"), "{err}");
         pkg.sign(&ours);
         let m = Model::from_bytes(&pkg.to_bytes(), "m.kpkg", &trusted).unwrap();
-        assert_eq!(m.manifest().kind, "patchcore");
+        assert_eq!(m.manifest().kind, kensa_shared::package::HeadKind::PatchCore);
         // Altered after signing (a lowered threshold): refused even with no trust list.
         pkg.manifest.threshold = 0.0;
         let err = Model::from_bytes(&pkg.to_bytes(), "m.kpkg", &[]).unwrap_err().to_string();

@@ -26,6 +26,26 @@ pub trait Inspector {
     fn threshold(&self) -> f32;
 }
 
+/// Why a part has no usable score. Every fault makes the part uninspected, and the
+/// fail-safe policy decides what happens to it; the variant says what the technician
+/// has to look at.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Fault {
+    /// The part passed while the previous one was being inspected (inference is slower
+    /// than the belt, or the camera dropped its frame).
+    #[error("overrun: the part passed while the previous one was being inspected")]
+    Overrun,
+    /// No frame, or an unusable one: the camera (or folder) said why.
+    #[error("{0}")]
+    Frame(String),
+    /// The model failed on the frame.
+    #[error("model error: {0}")]
+    Model(String),
+    /// The model returned a score that is not a number.
+    #[error("score {0} is not a number")]
+    NotANumber(f32),
+}
+
 /// A part after the model: its number, ground truth if known, and score or fault.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inspected {
@@ -35,7 +55,7 @@ pub struct Inspected {
     /// Ground truth, when the source knows it.
     pub truth: Option<bool>,
     /// The score, or why there is none.
-    pub score: Result<f32, String>,
+    pub score: Result<f32, Fault>,
     /// A small copy of the frame, when there was one.
     pub thumbnail: Option<RgbImage>,
 }
@@ -59,10 +79,10 @@ pub fn inspect<I: Inspector>(inspector: &mut I, part: u64, frame: Result<Frame, 
         Ok(f) => Inspected {
             part,
             truth: f.truth,
-            score: inspector.score(&f.image).map_err(|e| format!("model error: {e}")),
+            score: inspector.score(&f.image).map_err(Fault::Model),
             thumbnail: Some(thumbnail(&f.image)),
         },
-        Err(e) => Inspected { part, truth: None, score: Err(e.to_string()), thumbnail: None },
+        Err(e) => Inspected { part, truth: None, score: Err(Fault::Frame(e.to_string())), thumbnail: None },
     }
 }
 
@@ -94,33 +114,16 @@ pub struct PartResult {
     /// What happened to the part.
     pub action: Action,
     /// Why it was uninspected, if it was.
-    pub fault: Option<String>,
+    pub fault: Option<Fault>,
     /// Ground truth, when the source knows it.
     pub truth: Option<bool>,
     /// Thumbnail of a part that was not judged OK (NG, or uninspected with a frame).
     pub thumbnail: Option<RgbImage>,
 }
 
-/// Running totals for diagnostics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    /// Parts seen.
-    pub parts: u64,
-    /// Judged OK.
-    pub ok: u64,
-    /// Judged NG.
-    pub ng: u64,
-    /// Not inspected (corrupt frame, model error, invalid score).
-    pub uninspected: u64,
-    /// Reject pulses planned or merged.
-    pub rejects: u64,
-    /// Of those, parts folded into a neighbour's stroke (too close for two pulses).
-    pub merged: u64,
-    /// Rejects that came too late to fire.
-    pub late: u64,
-    /// Times the line-stop was raised.
-    pub line_stops: u64,
-}
+/// Running totals, as the link reports them. The station counts everything but
+/// `overruns` (parts that passed while inference was behind), which the line counts.
+pub use kensa_shared::wire::Counters;
 
 /// Results kept for the diagnostics link.
 pub const RECENT: usize = 64;
@@ -185,7 +188,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         let (score, verdict, fault) = match scored {
             Ok(s) => {
                 let v = decide(s, self.threshold);
-                let fault = (v == Verdict::Uninspected).then(|| format!("score {s} is not a number"));
+                let fault = (v == Verdict::Uninspected).then_some(Fault::NotANumber(s));
                 (Some(s), v, fault)
             }
             Err(fault) => (None, Verdict::Uninspected, Some(fault)),
@@ -407,8 +410,8 @@ mod tests {
         let verdicts: Vec<Verdict> = results.iter().map(|r| r.verdict).collect();
         let (ok, ng, none) = (Verdict::Ok, Verdict::Ng, Verdict::Uninspected);
         assert_eq!(verdicts, [ok, ng, none, ok, none]);
-        assert!(results[2].fault.as_deref().unwrap().contains("tensor shape mismatch"));
-        assert!(results[4].fault.as_deref().unwrap().contains("truncated JPEG"));
+        assert!(matches!(&results[2].fault, Some(Fault::Model(m)) if m.contains("tensor shape mismatch")));
+        assert!(matches!(&results[4].fault, Some(Fault::Frame(m)) if m.contains("truncated JPEG")));
         let rising: Vec<u64> = pin.log().lock().unwrap().iter().filter(|e| e.1).map(|e| e.0).collect();
         // Parts 1, 2 and 4 leave the belt at capture + 500 ms (±1 ms).
         let want = [100_000 + 500_000, 200_000 + 500_000, 400_000 + 500_000];

@@ -69,6 +69,44 @@ pub const SAMPLES: usize = 3;
 /// Largest package accepted (a bound on a staging file a broken host could grow).
 pub const MAX_PACKAGE: u64 = 256 << 20;
 
+/// One of a store's two slots: uploads alternate between them, so the one running is
+/// never the one being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// `slot-a.<ext>`.
+    A,
+    /// `slot-b.<ext>`.
+    B,
+}
+
+impl Slot {
+    /// The slot the next upload goes to when this one is active.
+    pub fn other(self) -> Self {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// `"a"` or `"b"`, as the marker files and file names spell it.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "a" => Some(Slot::A),
+            "b" => Some(Slot::B),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        })
+    }
+}
+
 /// What a store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holds {
@@ -161,8 +199,14 @@ impl Store {
         self.dir.join(name)
     }
 
-    fn slot_path(&self, slot: &str) -> PathBuf {
+    fn slot_path(&self, slot: Slot) -> PathBuf {
         self.path(&format!("slot-{slot}.{}", self.holds.ext()))
+    }
+
+    /// The slot a marker file (`active`, `trial`) names; `None` when it is missing or
+    /// holds anything else.
+    fn marked(&self, marker: &str) -> Option<Slot> {
+        Slot::parse(fs::read_to_string(self.path(marker)).ok()?.trim())
     }
 
     /// The folder.
@@ -170,10 +214,10 @@ impl Store {
         &self.dir
     }
 
-    /// The active slot ("a" or "b") and its file, if an upload was ever made active.
-    pub fn active_slot(&self) -> Option<(String, PathBuf)> {
-        let slot = fs::read_to_string(self.path("active")).ok()?.trim().to_string();
-        let p = self.slot_path(&slot);
+    /// The active slot and its file, if an upload was ever made active.
+    pub fn active_slot(&self) -> Option<(Slot, PathBuf)> {
+        let slot = self.marked("active")?;
+        let p = self.slot_path(slot);
         p.is_file().then_some((slot, p))
     }
 
@@ -184,18 +228,19 @@ impl Store {
 
     /// Firmware: the slot marked for a trial start, cleared (durably) as it is taken, so
     /// that a trial interrupted by a power cut is not tried again.
-    pub fn take_trial(&self) -> Result<Option<(String, PathBuf)>, StoreError> {
+    pub fn take_trial(&self) -> Result<Option<(Slot, PathBuf)>, StoreError> {
         let marker = self.path("trial");
-        let Ok(slot) = fs::read_to_string(&marker) else { return Ok(None) };
+        if !marker.exists() {
+            return Ok(None);
+        }
+        let slot = self.marked("trial");
         fs::remove_file(&marker).map_err(io(&marker))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
-        let slot = slot.trim().to_string();
-        let p = self.slot_path(&slot);
-        Ok(p.is_file().then_some((slot, p)))
+        Ok(slot.map(|s| (s, self.slot_path(s))).filter(|(_, p)| p.is_file()))
     }
 
     /// Firmware: make `slot` active (it passed its trial).
-    pub fn promote(&self, slot: &str) -> Result<(), StoreError> {
+    pub fn promote(&self, slot: Slot) -> Result<(), StoreError> {
         write_durably(&self.dir, "active", format!("{slot}\n").as_bytes(), false)
     }
 
@@ -321,15 +366,12 @@ impl Store {
         if bytes.len() as u64 != size {
             return Err(StoreError::Mismatch(format!("{} of {size} bytes received", bytes.len())));
         }
-        let got = hex(&sha2::Sha256::digest(&bytes));
+        let got = kensa_shared::hex(&sha2::Sha256::digest(&bytes));
         if got != sha {
             return Err(StoreError::Mismatch(format!("sha256 {got}, announced {sha}")));
         }
         verify(&bytes).map_err(StoreError::Refused)?;
-        let next = match fs::read_to_string(self.path("active")).ok().as_deref().map(str::trim) {
-            Some("a") => "b",
-            _ => "a",
-        };
+        let next = self.marked("active").map_or(Slot::A, Slot::other);
         self.step("verified")?;
         let slot = format!("slot-{next}.{}", self.holds.ext());
         write_durably(&self.dir, &slot, &bytes, self.holds == Holds::Firmware)?;
@@ -384,16 +426,12 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8], executable: bool) -> Resu
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|v| format!("{v:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sha(b: &[u8]) -> String {
-        hex(&sha2::Sha256::digest(b))
+        kensa_shared::hex(&sha2::Sha256::digest(b))
     }
 
     fn upload(s: &mut Store, pkg: &[u8]) {
@@ -482,17 +520,17 @@ mod tests {
         assert!(first.ends_with("slot-a.bin"));
         assert_eq!(fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o755, "runnable");
         assert_eq!(s.active(), None, "not active before its trial");
-        assert_eq!(s.take_trial().unwrap(), Some(("a".into(), first.clone())));
+        assert_eq!(s.take_trial().unwrap(), Some((Slot::A, first.clone())));
         assert_eq!(s.take_trial().unwrap(), None, "a trial is started once, never twice");
-        s.promote("a").unwrap();
+        s.promote(Slot::A).unwrap();
         assert_eq!(s.active(), Some(first.clone()));
 
         upload(&mut s, b"firmware 2");
         let second = s.commit_trial(|_| Ok(())).unwrap();
         assert!(second.ends_with("slot-b.bin"), "the other slot; the running one is kept");
-        assert_eq!(s.take_trial().unwrap().map(|t| t.0), Some("b".into()));
+        assert_eq!(s.take_trial().unwrap().map(|t| t.0), Some(Slot::B));
         // Not promoted (it failed its health check): the first stays active.
-        assert_eq!(s.active_slot(), Some(("a".into(), first)));
+        assert_eq!(s.active_slot(), Some((Slot::A, first)));
     }
 
     #[test]

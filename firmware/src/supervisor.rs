@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use kensa_shared::wire::FirmwareState;
 
 use crate::clock::Clock;
-use crate::store::Store;
+use crate::store::{Slot, Store};
 
 /// Exit code of a daemon that wants to be started again (into flashed firmware).
 pub const RESTART_EXIT: u8 = 75;
@@ -33,11 +33,45 @@ pub const ENV_TRIAL: &str = "KENSA_FW_TRIAL";
 /// The firmware file the supervisor started (what `Info` hashes).
 pub const ENV_IMAGE: &str = "KENSA_FW_IMAGE";
 
+/// Which firmware a daemon runs: the one the box was installed with, or a flashed slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FirmwareImage {
+    /// The executable the box was set up with; always there to fall back to.
+    Installed,
+    /// A flashed firmware in the store.
+    Slot(Slot),
+}
+
+impl FirmwareImage {
+    /// `installed`, `a` or `b`, as the environment and the log spell it.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "installed" => Some(Self::Installed),
+            other => Slot::parse(other).map(Self::Slot),
+        }
+    }
+}
+
+impl std::fmt::Display for FirmwareImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Installed => f.pad("installed"),
+            Self::Slot(s) => s.fmt(f),
+        }
+    }
+}
+
+impl From<Slot> for FirmwareImage {
+    fn from(s: Slot) -> Self {
+        Self::Slot(s)
+    }
+}
+
 /// A firmware to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firmware {
-    /// `a`, `b` or `installed`.
-    pub slot: String,
+    /// Which one.
+    pub slot: FirmwareImage,
     /// The executable.
     pub path: PathBuf,
     /// Started on trial: made active only once healthy.
@@ -68,25 +102,25 @@ pub enum Event {
     /// A daemon started.
     Started(Firmware),
     /// A trial firmware reported healthy and is now the active one.
-    Promoted(String),
+    Promoted(FirmwareImage),
     /// A trial firmware failed; the previous one runs again.
     RolledBack {
         /// The failed slot.
-        slot: String,
+        slot: FirmwareImage,
         /// Why.
         why: String,
     },
     /// A daemon exited by itself (`None`: killed by a signal).
     Exited {
         /// Its slot.
-        slot: String,
+        slot: FirmwareImage,
         /// Exit code.
         code: Option<i32>,
     },
     /// A daemon could not be started.
     StartFailed {
         /// Its slot.
-        slot: String,
+        slot: FirmwareImage,
         /// Why.
         why: String,
     },
@@ -116,19 +150,19 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
     }
 
     fn installed(&self) -> Firmware {
-        Firmware { slot: "installed".into(), path: self.installed.clone(), trial: false }
+        Firmware { slot: FirmwareImage::Installed, path: self.installed.clone(), trial: false }
     }
 
     /// The firmware to start now: a pending trial, else the active slot, else the
     /// installed one.
     fn next(&self) -> Firmware {
         match self.store.take_trial() {
-            Ok(Some((slot, path))) => return Firmware { slot, path, trial: true },
+            Ok(Some((slot, path))) => return Firmware { slot: slot.into(), path, trial: true },
             Ok(None) => {}
             Err(e) => tracing::error!("firmware store: {e}"),
         }
         match self.store.active_slot() {
-            Some((slot, path)) => Firmware { slot, path, trial: false },
+            Some((slot, path)) => Firmware { slot: slot.into(), path, trial: false },
             None => self.installed(),
         }
     }
@@ -143,10 +177,10 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
                 Ok(c) => c,
                 Err(e) => {
                     let why = e.to_string();
-                    on_event(&Event::StartFailed { slot: firmware.slot.clone(), why: why.clone() });
+                    on_event(&Event::StartFailed { slot: firmware.slot, why: why.clone() });
                     if firmware.trial {
                         on_event(&Event::RolledBack { slot: firmware.slot, why });
-                    } else if firmware.slot != "installed" {
+                    } else if firmware.slot != FirmwareImage::Installed {
                         fallback = true;
                     } else {
                         self.pause(stop, &mut backoff);
@@ -168,9 +202,9 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
                             Some(c) => format!("exited with code {c} before reporting healthy"),
                             None => "was killed before reporting healthy".into(),
                         };
-                        on_event(&Event::RolledBack { slot: firmware.slot.clone(), why });
+                        on_event(&Event::RolledBack { slot: firmware.slot, why });
                     } else {
-                        on_event(&Event::Exited { slot: firmware.slot.clone(), code });
+                        on_event(&Event::Exited { slot: firmware.slot, code });
                         if self.clock.now_us() - started > 2 * MAX_BACKOFF_US {
                             backoff = self.backoff_us;
                         }
@@ -182,8 +216,12 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
                 }
                 if on_trial {
                     if child.healthy() {
-                        match self.store.promote(&firmware.slot) {
-                            Ok(()) => on_event(&Event::Promoted(firmware.slot.clone())),
+                        let promoted = match firmware.slot {
+                            FirmwareImage::Slot(slot) => self.store.promote(slot),
+                            FirmwareImage::Installed => Ok(()), // never on trial
+                        };
+                        match promoted {
+                            Ok(()) => on_event(&Event::Promoted(firmware.slot)),
                             Err(e) => tracing::error!("firmware store: {e}"),
                         }
                         on_trial = false;
@@ -193,7 +231,7 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
                             "did not report healthy within {:.0} s",
                             self.health_timeout_us as f64 / 1e6
                         );
-                        on_event(&Event::RolledBack { slot: firmware.slot.clone(), why });
+                        on_event(&Event::RolledBack { slot: firmware.slot, why });
                         break;
                     }
                 }
@@ -242,8 +280,8 @@ pub fn check_binary(binary: &[u8], running: &[u8]) -> Result<(), String> {
 /// How a supervised daemon finds out about itself (from its environment).
 #[derive(Debug, Clone)]
 pub struct Supervised {
-    /// Its slot.
-    pub slot: String,
+    /// What it runs.
+    pub slot: FirmwareImage,
     /// Started on trial.
     pub trial: bool,
     /// File to create once healthy.
@@ -256,7 +294,7 @@ impl Supervised {
     /// `Some` when started by a supervisor.
     pub fn from_env() -> Option<Self> {
         Some(Self {
-            slot: std::env::var(ENV_SLOT).ok()?,
+            slot: FirmwareImage::parse(&std::env::var(ENV_SLOT).ok()?)?,
             trial: std::env::var(ENV_TRIAL).is_ok_and(|t| t == "1"),
             health: std::env::var_os(ENV_HEALTH)?.into(),
             image: std::env::var_os(ENV_IMAGE).map(PathBuf::from),
@@ -266,7 +304,7 @@ impl Supervised {
     /// Committed, or still on trial (the supervisor promotes a trial by making its slot
     /// active in `store`).
     pub fn state(&self, store: &Store) -> FirmwareState {
-        let promoted = store.active_slot().is_some_and(|(s, _)| s == self.slot);
+        let promoted = store.active_slot().is_some_and(|(s, _)| FirmwareImage::Slot(s) == self.slot);
         if self.trial && !promoted { FirmwareState::Trial } else { FirmwareState::Committed }
     }
 
@@ -303,7 +341,7 @@ impl Launcher for Processes {
         let mut child = Command::new(&firmware.path)
             .args(&self.args)
             .env(ENV_HEALTH, &self.health)
-            .env(ENV_SLOT, &firmware.slot)
+            .env(ENV_SLOT, firmware.slot.to_string())
             .env(ENV_TRIAL, if firmware.trial { "1" } else { "0" })
             .env(ENV_IMAGE, &firmware.path)
             .stdin(Stdio::piped())
@@ -401,14 +439,15 @@ mod tests {
         type Child = Fake;
 
         fn start(&mut self, fw: &Firmware) -> std::io::Result<Fake> {
-            let scripts = &mut self.scripts.iter_mut().find(|(s, _)| *s == fw.slot).expect("scripted slot").1;
+            let name = fw.slot.to_string();
+            let scripts = &mut self.scripts.iter_mut().find(|(s, _)| *s == name).expect("scripted slot").1;
             let script = if scripts.len() > 1 { scripts.pop_front().unwrap() } else { scripts[0] };
             Ok(Fake {
                 clock: self.clock.clone(),
                 started: self.clock.now_us(),
                 script,
                 stopped: Rc::clone(&self.stopped),
-                slot: fw.slot.clone(),
+                slot: name,
                 stop: Rc::clone(&self.stop),
             })
         }
@@ -447,7 +486,7 @@ mod tests {
         events
             .iter()
             .filter_map(|(_, e)| match e {
-                Event::Started(f) => Some((f.slot.clone(), f.trial)),
+                Event::Started(f) => Some((f.slot.to_string(), f.trial)),
                 _ => None,
             })
             .collect()
@@ -460,11 +499,11 @@ mod tests {
         let crash_once = Script { healthy_at: Some(1), exit_at: Some((5_000_000, i32::from(RESTART_EXIT))) };
         let (events, _) =
             supervise(store, vec![("a", [crash_once, HEALTHY].into()), ("installed", [HEALTHY].into())]);
-        assert!(events.iter().any(|e| e.1 == Event::Promoted("a".into())), "{events:?}");
+        assert!(events.iter().any(|e| e.1 == Event::Promoted(FirmwareImage::Slot(Slot::A))), "{events:?}");
         // Promoted, so a restart runs it again, no longer on trial.
         assert_eq!(started(&events), [("a".into(), true), ("a".into(), false)]);
         let store = Store::open_for(d.path(), Holds::Firmware).unwrap();
-        assert_eq!(store.active_slot().map(|s| s.0), Some("a".into()));
+        assert_eq!(store.active_slot().map(|s| s.0), Some(Slot::A));
     }
 
     #[test]
@@ -478,7 +517,7 @@ mod tests {
             let (events, stopped) =
                 supervise(store, vec![("a", [script].into()), ("installed", [HEALTHY].into())]);
             assert!(
-                matches!(&events[1].1, Event::RolledBack { slot, .. } if slot == "a"),
+                matches!(&events[1].1, Event::RolledBack { slot: FirmwareImage::Slot(Slot::A), .. }),
                 "{case}: {events:?}"
             );
             assert_eq!(started(&events), [("a".into(), true), ("installed".into(), false)], "{case}");

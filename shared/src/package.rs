@@ -42,17 +42,72 @@ pub enum Precision {
     /// Weights stored as int8 (per output channel, `DequantizeLinear`), f32 compute:
     /// about a quarter of the size, for flashing over a slow line.
     Int8Weights,
-    /// Static post-training quantisation in QOperator form: the backbone's convolutions
-    /// run as `QLinearConv` (u8 activations calibrated on training images, int8 weights
-    /// per output channel, int32 bias) on integer kernels; the head and the map stay f32.
+    /// Static post-training quantisation: the backbone's 1×1 convolutions run as
+    /// `ConvInteger` on u8 activations calibrated on training images (weights symmetric
+    /// 8-bit per output channel, stored as u8 around 128) and the PatchCore bank product
+    /// as `MatMulInteger`; the rest stays f32.
     Int8,
+}
+
+/// The scoring head a package carries. Written as its name (`patchcore`, …), so the
+/// manifest's bytes are what they always were; an unknown name is refused at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum HeadKind {
+    /// PatchCore: distance to a coreset of good patches.
+    PatchCore,
+    /// PaDiM: Mahalanobis distance to a Gaussian per position.
+    Padim,
+    /// A linear OK/NG classifier per patch, learnt from labelled defects.
+    Supervised,
+    /// PatchCore and the classifier, added.
+    CombinedPatchCore,
+    /// PaDiM and the classifier, added.
+    CombinedPadim,
+}
+
+impl HeadKind {
+    /// Every kind.
+    pub const ALL: [HeadKind; 5] =
+        [Self::PatchCore, Self::Padim, Self::Supervised, Self::CombinedPatchCore, Self::CombinedPadim];
+
+    /// Its name in manifests, reports and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PatchCore => "patchcore",
+            Self::Padim => "padim",
+            Self::Supervised => "supervised",
+            Self::CombinedPatchCore => "combined-patchcore",
+            Self::CombinedPadim => "combined-padim",
+        }
+    }
+}
+
+impl std::fmt::Display for HeadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl From<HeadKind> for String {
+    fn from(k: HeadKind) -> Self {
+        k.name().to_string()
+    }
+}
+
+impl TryFrom<String> for HeadKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| format!("unknown head kind {name:?}"))
+    }
 }
 
 /// What the package is and how to use it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Head: `patchcore` or `padim`.
-    pub kind: String,
+    /// The scoring head.
+    pub kind: HeadKind,
     /// Pixel pipeline before the graph (resize, colour).
     pub preprocess: Preprocess,
     /// Tiling of large frames (each tile is one graph run; the box stitches maps).
@@ -284,7 +339,7 @@ impl Package {
 
 /// Lower-case hex of a key, as key files and configs write it.
 pub fn key_hex(key: &[u8]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(key)
 }
 
 /// Parse 32 bytes of hex (surrounding whitespace allowed), as written by `kensa keygen`.
@@ -309,12 +364,23 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_kind_is_written_as_its_name_and_an_unknown_one_is_refused() {
+        for k in HeadKind::ALL {
+            let as_enum = postcard::to_stdvec(&k).unwrap();
+            assert_eq!(as_enum, postcard::to_stdvec(k.name()).unwrap(), "{k}: same bytes as the name");
+            assert_eq!(postcard::from_bytes::<HeadKind>(&as_enum).unwrap(), k);
+        }
+        let unknown = postcard::to_stdvec("isolation-forest").unwrap();
+        assert!(postcard::from_bytes::<HeadKind>(&unknown).is_err());
+    }
     use crate::preprocess::{Colour, Resize};
 
     fn sample() -> Package {
         Package::new(
             Manifest {
-                kind: "patchcore".into(),
+                kind: HeadKind::PatchCore,
                 preprocess: Preprocess {
                     width: 64,
                     height: 64,

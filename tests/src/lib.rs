@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod hil;
+pub mod layering;
 pub mod line;
 pub mod weights;
 

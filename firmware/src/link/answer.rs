@@ -60,20 +60,7 @@ pub fn answer<P: OutputPin, C: Clock>(
                 firmware_state: identity.firmware_state(),
             }))
         }
-        StationRequest::Status => {
-            let c = station.counters();
-            Ok(Reply::Status(Counters {
-                parts: c.parts,
-                ok: c.ok,
-                ng: c.ng,
-                uninspected: c.uninspected,
-                rejects: c.rejects,
-                merged: c.merged,
-                late: c.late,
-                overruns,
-                line_stops: c.line_stops,
-            }))
-        }
+        StationRequest::Status => Ok(Reply::Status(Counters { overruns, ..station.counters() })),
         StationRequest::SetThreshold(t) if t.is_finite() => {
             station.set_threshold(*t);
             Ok(Reply::Done)

@@ -1,7 +1,8 @@
 //! Kensa's ML core: everything from a folder of images to a model package for the box,
 //! with no command line, progress bar or serial link (those live in the `kensa` binary).
 //!
-//! Modules follow the pipeline, each using only those above it in this list:
+//! Modules follow the pipeline, each using only those before it in this list (checked by
+//! `tests/tests/e2e/layering.rs`):
 //! [`metrics`], [`onnx`] → [`dataset`] → [`backbone`] (CNN features) → [`embed`] (patch
 //! embeddings) → [`map`] (anomaly map, image score, defect boxes) → [`heads`] (patch
 //! scores) → [`model`] (a trained model file) → [`score`] (scoring images as at training)

@@ -110,7 +110,8 @@ fn int8_package_runs_its_convolutions_and_bank_product_on_integers_and_scores_cl
 /// onnxruntime (Python, from PyPI via tools/onnxruntime/env.sh) runs every flavour's
 /// graph, PatchCore, PaDiM and combined with a classifier: it passes the ONNX checker and agrees with tract within 1e-4.
 /// Needs python3 with venv: a machine without it is told so and the check is skipped,
-/// except under CI (`CI` set), where `.ci/deps` installs it.
+/// except under CI (`CI` set), where `.ci/deps` installs it. One test on purpose: the
+/// venv, the six packages and the emulated-CPU run are set up once for all checks.
 #[test]
 fn onnxruntime_and_the_onnx_checker_agree_with_tract() {
     let has_venv =

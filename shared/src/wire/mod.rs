@@ -268,7 +268,7 @@ pub enum FirmwareState {
 }
 
 /// Running totals since start.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Parts seen (one per frame slot or trigger).
     pub parts: u64,
@@ -315,6 +315,7 @@ pub struct Inspection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex;
 
     fn samples() -> Vec<BoxMessage> {
         vec![
@@ -445,10 +446,6 @@ mod tests {
             },
             BoxMessage::Event(Event::Inspection(_)) => "event-inspection",
         }
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The bytes of every message kind at this protocol version, against the record in

@@ -3,6 +3,7 @@
 
 use kensa_e2e::{kensa, kensa_fw, run_err, run_ok, tempdir};
 
+/// One test on purpose: train once, then check every file of the report it wrote.
 #[test]
 fn patchcore_finds_debris_and_writes_a_complete_report() {
     let dir = tempdir();

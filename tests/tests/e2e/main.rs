@@ -5,5 +5,6 @@ mod backbone;
 mod diag;
 mod firmware;
 mod hil;
+mod layering;
 mod synth;
 mod update;

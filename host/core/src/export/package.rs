@@ -31,7 +31,7 @@ pub fn package_calibrated(
     let onnx = graph(model, precision, ranges.as_ref())?;
     let t = &model.training;
     let manifest = Manifest {
-        kind: model.head.name().into(),
+        kind: model.head.kind(),
         preprocess: model.preprocess,
         tiling: model.tiling,
         threshold: model.threshold.value,

@@ -9,6 +9,7 @@ pub mod combined;
 pub mod padim;
 pub mod patchcore;
 
+use kensa_shared::package::HeadKind;
 use serde::{Deserialize, Serialize};
 
 use crate::embed;
@@ -31,17 +32,22 @@ pub enum Head {
 }
 
 impl Head {
-    /// Short name for reports.
-    pub fn name(&self) -> &'static str {
+    /// Which head, as packages name it.
+    pub fn kind(&self) -> HeadKind {
         match self {
-            Head::PatchCore(_) => "patchcore",
-            Head::Padim(_) => "padim",
-            Head::Supervised(_) => "supervised",
+            Head::PatchCore(_) => HeadKind::PatchCore,
+            Head::Padim(_) => HeadKind::Padim,
+            Head::Supervised(_) => HeadKind::Supervised,
             Head::Combined(c) => match *c.anomaly {
-                Head::Padim(_) => "combined-padim",
-                _ => "combined-patchcore",
+                Head::Padim(_) => HeadKind::CombinedPadim,
+                _ => HeadKind::CombinedPatchCore,
             },
         }
+    }
+
+    /// Short name for reports.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 
     /// Patch-score grid of embedded patches.
