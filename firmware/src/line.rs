@@ -281,8 +281,7 @@ impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
                 if self.tx.send((passed, part, None)).is_err() {
                     return false;
                 }
-                let clock = &self.line.clock;
-                clock.sleep_until(clock.now_us() + (self.backoff * 1e3) as u64);
+                self.pause((self.backoff * 1e3) as u64);
                 self.backoff = (self.backoff * 2.0).min(self.line.retry.max_ms);
                 return true;
             }
@@ -298,6 +297,16 @@ impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
             let _ = self.threshold_tx.send(self.threshold);
         }
         self.tx.send((passed, part, Some(times))).is_ok()
+    }
+
+    /// Wait `us` (the camera back-off), waking every 50 ms at most so that a stop (SIGTERM,
+    /// a restart over the link) is taken at once, not after a back-off of up to seconds.
+    fn pause(&self, us: u64) {
+        let clock = &self.line.clock;
+        let until = clock.now_us() + us;
+        while !self.line.stop.load(Ordering::Relaxed) && clock.now_us() < until {
+            clock.sleep_until(until.min(clock.now_us() + 50_000));
+        }
     }
 
     /// Send an uninspected overrun part that passed the camera at `passed`.
@@ -514,5 +523,47 @@ mod tests {
         assert_eq!(passed, photo_eye, "each part is timed from its edge, not from its capture");
         let rises: Vec<u64> = edges.lock().unwrap().iter().filter(|e| e.1).map(|e| e.0).collect();
         assert_eq!(rises, photo_eye.map(|t| t + 3_000_000), "pulses at edge + delay");
+    }
+
+    /// A camera that is always unplugged.
+    struct Unplugged;
+
+    impl FrameSource for Unplugged {
+        fn next_frame(&mut self) -> Result<crate::camera::Frame, FrameError> {
+            Err(FrameError::Lost { device: "/dev/video9".into(), reason: "No such device".into() })
+        }
+        fn interval_us(&self) -> Option<u64> {
+            None
+        }
+        fn describe(&self) -> String {
+            "unplugged camera".into()
+        }
+        fn flush(&mut self) {}
+        fn arrived_us(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_stop_is_taken_during_a_long_camera_back_off() {
+        use crate::clock::MonotonicClock;
+        let clock = MonotonicClock::default();
+        let timing = BeltTiming { delay_us: 300_000, width_us: 2_000, min_gap_us: 1_000, lead_us: 0 };
+        let pusher = Pusher::new(SimPin::new(clock), false).unwrap();
+        let mut station = Station::new(1.0, pusher, RejectScheduler::new(timing), clock, Uninspected::Reject);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            stopper.store(true, Ordering::Relaxed);
+        });
+        // A minute between retries: without waking for the stop, the run would last it.
+        let retry = Retry { first_ms: 60_000.0, max_ms: 60_000.0 };
+        let line =
+            Line { source: Unplugged, inspector: AllNg, clock, limits: RunLimits::default(), retry, stop };
+        let started = std::time::Instant::now();
+        let s = line.run(&mut station, &mut |_: &PartResult| {});
+        assert!(started.elapsed() < Duration::from_secs(5), "stopped after {:?}", started.elapsed());
+        assert_eq!(s.counters.uninspected, 1, "the part in front of the lost camera is uninspected");
     }
 }

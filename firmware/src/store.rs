@@ -416,13 +416,20 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8], executable: bool) -> Resu
     use std::os::unix::fs::PermissionsExt;
     let tmp = dir.join(format!(".{name}.tmp"));
     let dest = dir.join(name);
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    if executable {
-        f.set_permissions(fs::Permissions::from_mode(0o755)).map_err(io(&tmp))?;
+    let written = (|| {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        if executable {
+            f.set_permissions(fs::Permissions::from_mode(0o755)).map_err(io(&tmp))?;
+        }
+        f.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, &dest).map_err(io(&dest))
+    })();
+    if written.is_err() {
+        // A full disk leaves no half-written temp file behind to fill it further.
+        let _ = fs::remove_file(&tmp);
     }
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, &dest).map_err(io(&dest))?;
+    written?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
@@ -432,6 +439,23 @@ mod tests {
 
     fn sha(b: &[u8]) -> String {
         kensa_shared::hex(&sha2::Sha256::digest(b))
+    }
+
+    #[test]
+    fn a_write_that_fails_leaves_no_temp_file_and_the_old_file_stands() {
+        let d = tempfile::tempdir().unwrap();
+        write_durably(d.path(), "active", b"a\n", false).unwrap();
+        // A folder where the file should go: the rename fails, as on a full or broken disk.
+        fs::create_dir(d.path().join("settings.json")).unwrap();
+        fs::write(d.path().join("settings.json").join("keep"), b"x").unwrap();
+        let err = write_durably(d.path(), "settings.json", b"{}", false).unwrap_err();
+        assert!(err.to_string().contains("settings.json"), "{err}");
+        let left: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!left.iter().any(|n| n.ends_with(".tmp")), "temp file left behind: {left:?}");
+        assert_eq!(fs::read(d.path().join("active")).unwrap(), b"a\n");
     }
 
     fn upload(s: &mut Store, pkg: &[u8]) {

@@ -215,13 +215,13 @@ pub struct DirSource {
 }
 
 impl DirSource {
-    /// The images (png, jpg, bmp) in `dir`, played at `rate_hz`.
+    /// The images (png, jpg, bmp, tif) in `dir`, played at `rate_hz`.
     pub fn new(dir: &Path, rate_hz: f64, looped: bool) -> std::io::Result<Self> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp")
+                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff")
                 })
             })
             .collect();
@@ -229,7 +229,7 @@ impl DirSource {
         if files.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("{} holds no png/jpg/bmp images", dir.display()),
+                format!("{} holds no png/jpg/bmp/tif images", dir.display()),
             ));
         }
         Ok(Self { dir: dir.to_path_buf(), files, looped, seq: 0, interval_us: interval(rate_hz) })
@@ -492,24 +492,31 @@ mod tests {
     fn folder_plays_in_name_order_and_names_corrupt_files() {
         let d = tempfile::tempdir().unwrap();
         image::GrayImage::from_pixel(8, 8, image::Luma([10])).save(d.path().join("b.png")).unwrap();
+        // Industrial cameras often save BMP or TIFF: every listed format decodes.
+        image::GrayImage::from_pixel(8, 8, image::Luma([30])).save(d.path().join("b2.bmp")).unwrap();
+        image::GrayImage::from_pixel(8, 8, image::Luma([40])).save(d.path().join("b3.tif")).unwrap();
         image::GrayImage::from_pixel(8, 8, image::Luma([20])).save(d.path().join("a.png")).unwrap();
         std::fs::write(d.path().join("c.png"), b"not a png").unwrap();
         std::fs::write(d.path().join("notes.txt"), b"ignored").unwrap();
         let mut s = DirSource::new(d.path(), 5.0, false).unwrap();
         assert_eq!(s.next_frame().unwrap().image.to_luma8().get_pixel(0, 0)[0], 20);
         assert_eq!(s.next_frame().unwrap().image.to_luma8().get_pixel(0, 0)[0], 10);
+        assert_eq!(s.next_frame().unwrap().image.to_luma8().get_pixel(0, 0)[0], 30);
+        assert_eq!(s.next_frame().unwrap().image.to_luma8().get_pixel(0, 0)[0], 40);
         let err = s.next_frame().unwrap_err();
         assert!(
-            matches!(err, FrameError::Corrupt { seq: 2, .. }) && err.to_string().contains("c.png"),
+            matches!(err, FrameError::Corrupt { seq: 4, .. }) && err.to_string().contains("c.png"),
             "{err}"
         );
         assert!(matches!(s.next_frame(), Err(FrameError::End(_))));
 
         let mut looped = DirSource::new(d.path(), 5.0, true).unwrap();
-        for _ in 0..3 {
+        for _ in 0..5 {
             let _ = looped.next_frame();
         }
-        assert_eq!(looped.next_frame().unwrap().seq, 3, "looping restarts at the first file");
+        let again = looped.next_frame().unwrap();
+        assert_eq!(again.seq, 5);
+        assert_eq!(again.image.to_luma8().get_pixel(0, 0)[0], 20, "looping restarts at the first file");
     }
 
     #[test]

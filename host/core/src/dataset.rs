@@ -325,6 +325,29 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_image_format_decodes() {
+        let d = tempfile::tempdir().unwrap();
+        for (i, ext) in IMAGE_EXTENSIONS.iter().enumerate() {
+            let img = image::GrayImage::from_pixel(6, 4, image::Luma([10 * i as u8 + 10]));
+            img.save(d.path().join(format!("{i}.{ext}"))).unwrap();
+        }
+        let files = list_images(d.path()).unwrap();
+        assert_eq!(files.len(), IMAGE_EXTENSIONS.len());
+        for (i, f) in files.iter().enumerate() {
+            let img = open_image(f).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+            assert_eq!((img.width(), img.height()), (6, 4), "{}", f.display());
+            if !f.extension().is_some_and(|e| e == "jpg" || e == "jpeg") {
+                assert_eq!(
+                    img.to_luma8().get_pixel(0, 0)[0],
+                    10 * i as u8 + 10,
+                    "{} (lossless)",
+                    f.display()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn mask_of_wrong_size_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let m = d.path().join("m.png");
