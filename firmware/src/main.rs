@@ -249,6 +249,7 @@ fn run(
     let (swap_tx, swap_rx) = std::sync::mpsc::channel();
     let active = Arc::new(std::sync::Mutex::new(link::InForce::of(
         &model,
+        run.model.to_string(),
         saved_threshold.is_some(),
         run.reject_saved,
     )));
@@ -397,6 +398,7 @@ impl Diagnostics<'_> {
             logbook: self.logbook,
             firmware_sha256: self.firmware.0.clone(),
             supervised: self.supervised.cloned().zip(fw_dir.clone()),
+            trusted_keys: trusted.len(),
         };
         let firmware = match (self.supervised, &fw_dir) {
             (Some(_), Some(d)) => Some(link::FirmwareFlasher {

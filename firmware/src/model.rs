@@ -42,6 +42,8 @@ pub enum ModelError {
 #[derive(Debug, Clone)]
 pub struct Model {
     runner: Runner,
+    /// Hex public key of the package's signer, when signed.
+    signer: Option<String>,
 }
 
 impl Model {
@@ -60,12 +62,18 @@ impl Model {
             .map_err(|source| ModelError::Package { path: name.into(), source })?;
         let runner =
             Runner::new(&pkg, 1).map_err(|source| ModelError::Graph { path: name.into(), source })?;
-        Ok(Self { runner })
+        let signer = pkg.signature.map(|s| kensa_shared::package::key_hex(&s.public_key));
+        Ok(Self { runner, signer })
     }
 
     /// The package manifest.
     pub fn manifest(&self) -> &Manifest {
         self.runner.manifest()
+    }
+
+    /// Hex public key of the package's signer, when it is signed.
+    pub fn signer(&self) -> Option<&str> {
+        self.signer.as_deref()
     }
 
     /// Head and input size, e.g. `patchcore 256x256`.

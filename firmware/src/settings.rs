@@ -41,6 +41,22 @@ pub enum ModelSource {
     Configured(PathBuf),
 }
 
+impl std::fmt::Display for ModelSource {
+    /// Where the model came from, for `info`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Given(p) => write!(f, "--model {}", p.display()),
+            Self::Flashed(p) => write!(
+                f,
+                "{}",
+                p.file_name().map_or(p.display().to_string(), |n| n.to_string_lossy().into_owned())
+            ),
+            Self::Demo => write!(f, "built-in demo model"),
+            Self::Configured(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// A run's settings, decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

@@ -221,6 +221,10 @@ pub enum PackageError {
     /// Bytes follow the graph that are not a signature.
     #[error("package has {0} unexpected bytes after the graph")]
     Trailing(usize),
+    /// The decision threshold is not a finite number: every part would come out the
+    /// same, whatever it shows.
+    #[error("package threshold {0} is not a finite number")]
+    Threshold(String),
     /// The signature does not verify: the package was altered after signing.
     #[error("package signature does not verify (altered after signing, or a bad signature)")]
     BadSignature,
@@ -293,6 +297,9 @@ impl Package {
         let manifest = bytes.get(HEADER_LEN..manifest_end).ok_or(PackageError::Truncated("manifest"))?;
         let manifest: Manifest =
             postcard::from_bytes(manifest).map_err(|e| PackageError::Manifest(e.to_string()))?;
+        if !manifest.threshold.is_finite() {
+            return Err(PackageError::Threshold(manifest.threshold.to_string()));
+        }
         let graph_len =
             bytes.get(manifest_end..manifest_end + 8).ok_or(PackageError::Truncated("graph length"))?;
         let graph_len = u64::from_le_bytes(graph_len.try_into().expect("8 bytes"));
@@ -364,6 +371,18 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_whose_threshold_is_not_a_number_is_refused() {
+        for t in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut pkg = sample();
+            pkg.manifest.threshold = t;
+            match Package::from_bytes(&pkg.to_bytes()) {
+                Err(PackageError::Threshold(found)) => assert_eq!(found, t.to_string()),
+                other => panic!("threshold {t}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_head_kind_is_written_as_its_name_and_an_unknown_one_is_refused() {

@@ -5,7 +5,8 @@ use embedded_hal::digital::OutputPin;
 use kensa_shared::verdict::Verdict;
 use kensa_shared::wire::frame::MAX_PAYLOAD_LEN;
 use kensa_shared::wire::{
-    BoxInfo, Counters, DeviceError, Inspection, PROTOCOL_VERSION, Reply, StationRequest, Thumbnail,
+    BoxInfo, Counters, DeviceError, Inspection, PROTOCOL_VERSION, PackageInfo, Reply, StationRequest,
+    Thumbnail,
 };
 
 use super::Identity;
@@ -44,11 +45,15 @@ pub fn answer<P: OutputPin, C: Clock>(
     match req {
         StationRequest::Info => {
             let model = identity.model.lock().map(|m| m.clone()).unwrap_or_default();
-            Ok(Reply::Info(BoxInfo {
+            Ok(Reply::Info(Box::new(BoxInfo {
                 firmware_version: env!("CARGO_PKG_VERSION").into(),
                 protocol: PROTOCOL_VERSION,
                 uptime_s: identity.started.elapsed().as_secs(),
                 model: Some(model.name),
+                package: PackageInfo {
+                    trusted_keys: identity.trusted_keys.min(u16::MAX as usize) as u16,
+                    ..model.package
+                },
                 threshold: station.threshold(),
                 source: identity.source.clone(),
                 line_stopped: station.line_stopped(),
@@ -58,7 +63,7 @@ pub fn answer<P: OutputPin, C: Clock>(
                 reject_saved: model.reject_saved,
                 firmware_sha256: identity.firmware_sha256.clone(),
                 firmware_state: identity.firmware_state(),
-            }))
+            })))
         }
         StationRequest::Status => Ok(Reply::Status(Counters { overruns, ..station.counters() })),
         StationRequest::SetThreshold(t) if t.is_finite() => {
@@ -121,12 +126,17 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            model: Arc::new(Mutex::new(InForce { name: "patchcore 256x256".into(), ..Default::default() })),
+            model: Arc::new(Mutex::new(InForce {
+                name: "patchcore 256x256".into(),
+                package: kensa_shared::wire::PackageInfo { origin: "slot b".into(), ..Default::default() },
+                ..Default::default()
+            })),
             source: "synthetic".into(),
             started: Instant::now(),
             logbook: crate::logbook::Logbook::default(),
             firmware_sha256: "00".repeat(32),
             supervised: None,
+            trusted_keys: 2,
         }
     }
 
@@ -158,6 +168,8 @@ mod tests {
         assert_eq!(answer(&mut st, &back, &id, 0), Ok(Reply::Done));
         let Ok(Reply::Info(info)) = answer(&mut st, &StationRequest::Info, &id, 0) else { panic!() };
         assert_eq!((info.threshold, info.protocol), (0.4, PROTOCOL_VERSION));
+        assert_eq!(info.package.origin, "slot b", "what runs and where it came from");
+        assert_eq!(info.package.trusted_keys, 2, "the box's signature policy");
 
         let Ok(Reply::LastNg(Some(t))) = answer(&mut st, &StationRequest::LastNg(0), &id, 0) else {
             panic!()

@@ -150,7 +150,9 @@ impl Flasher {
                 let name = m.describe();
                 tracing::info!("flashed {} to {}", name, path.display());
                 if let Ok(mut active) = self.model.lock() {
-                    *active = InForce::of(&m, false, active.reject_saved);
+                    let origin =
+                        path.file_name().map_or("the store".into(), |n| n.to_string_lossy().into_owned());
+                    *active = InForce::of(&m, origin, false, active.reject_saved);
                 }
                 self.swap
                     .send(m)

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use embedded_hal::digital::OutputPin;
-use kensa_shared::wire::{BoxMessage, Event, FirmwareState, StationRequest};
+use kensa_shared::wire::{BoxMessage, Event, FirmwareState, PackageInfo, StationRequest};
 
 use crate::clock::Clock;
 use crate::model::Model;
@@ -48,12 +48,30 @@ pub struct InForce {
     pub threshold_saved: bool,
     /// Whether the reject timing in force is one saved over the link.
     pub reject_saved: bool,
+    /// Precision, export time, signer and where it was loaded from.
+    pub package: PackageInfo,
 }
 
 impl InForce {
-    /// The model `m`, with or without a saved threshold and reject timing in force.
-    pub fn of(m: &Model, threshold_saved: bool, reject_saved: bool) -> Self {
-        Self { name: m.describe(), sha256: m.manifest().onnx_sha256.clone(), threshold_saved, reject_saved }
+    /// The model `m`, loaded from `origin`, with or without a saved threshold and reject
+    /// timing in force.
+    pub fn of(m: &Model, origin: String, threshold_saved: bool, reject_saved: bool) -> Self {
+        let manifest = m.manifest();
+        let package = PackageInfo {
+            sha256: manifest.onnx_sha256.clone(),
+            precision: format!("{:?}", manifest.precision),
+            origin,
+            created_unix: manifest.created_unix,
+            signer: m.signer().map(str::to_string),
+            trusted_keys: 0, // the identity's, filled in when answering
+        };
+        Self {
+            name: m.describe(),
+            sha256: manifest.onnx_sha256.clone(),
+            threshold_saved,
+            reject_saved,
+            package,
+        }
     }
 }
 
@@ -72,6 +90,8 @@ pub struct Identity {
     pub firmware_sha256: String,
     /// Set when a supervisor started this daemon, with the firmware store it uses.
     pub supervised: Option<(Supervised, PathBuf)>,
+    /// Keys packages and firmware must be signed by (0: any intact upload).
+    pub trusted_keys: usize,
 }
 
 impl Identity {

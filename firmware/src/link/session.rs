@@ -112,6 +112,7 @@ mod tests {
             logbook: crate::logbook::Logbook::default(),
             firmware_sha256: "00".repeat(32),
             supervised: None,
+            trusted_keys: 0,
         }
     }
 

@@ -50,6 +50,17 @@ fn matches_training_time(model: TrainedModel) {
 }
 
 #[test]
+fn a_model_without_a_finite_threshold_is_not_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = trained(dir.path());
+    model.threshold.value = f32::INFINITY;
+    match kensa_core::export::package(&model, Precision::Fp32, Vec::new()) {
+        Err(kensa_core::Error::Invalid(m)) => assert!(m.contains("no decision threshold"), "{m}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|p| p.manifest.threshold)),
+    }
+}
+
+#[test]
 fn int8_weight_package_is_a_quarter_the_size_and_scores_close_to_fp32() {
     let dir = tempfile::tempdir().unwrap();
     let model = trained(dir.path());

@@ -68,6 +68,20 @@ fn info(link: &mut Link) -> Result<()> {
     say!("firmware  kensa-fw {} (protocol {}), sha256 {}", i.firmware_version, i.protocol, i.firmware_sha256);
     say!("          {state}");
     say!("model     {}", i.model.as_deref().unwrap_or("none"));
+    let p = &i.package;
+    say!(
+        "          {} from {}, exported {} (unix), graph sha256 {}",
+        p.precision,
+        p.origin,
+        p.created_unix,
+        p.sha256
+    );
+    let signer = p.signer.as_deref().map_or("unsigned".to_string(), |k| format!("signed by {k}"));
+    let policy = match p.trusted_keys {
+        0 => "the box accepts any intact package".to_string(),
+        n => format!("the box accepts only packages signed by one of {n} trusted keys"),
+    };
+    say!("          {signer}; {policy}");
     say!("source    {}", i.source);
     let saved = |s: bool| if s { " (saved over the link)" } else { "" };
     say!("threshold {:.4}{}", i.threshold, saved(i.threshold_saved));

@@ -94,7 +94,7 @@ endpoint!(
 );
 endpoint!(
     /// Versions, model, source, threshold, uptime.
-    Info => Station StationRequest::Info, Reply::Info(i) => i, BoxInfo
+    Info => Station StationRequest::Info, Reply::Info(i) => *i, BoxInfo
 );
 endpoint!(
     /// Counters since the box started.

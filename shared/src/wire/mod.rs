@@ -19,7 +19,7 @@ use crate::verdict::Verdict;
 /// Version of the message layout in this module. Bump on any change to a serialised type:
 /// `tests/wire_layout.rs` holds the bytes of every message kind per version and fails
 /// until it is bumped.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Largest `data` in one [`FlashRequest::Chunk`] (fits one frame with its header).
 pub const FLASH_CHUNK: usize = 4096;
@@ -171,8 +171,9 @@ pub enum Reply {
         /// The box's protocol version.
         protocol: u16,
     },
-    /// Answer to [`StationRequest::Info`].
-    Info(BoxInfo),
+    /// Answer to [`StationRequest::Info`] (boxed: it is by far the largest reply; the
+    /// bytes on the wire are the same).
+    Info(Box<BoxInfo>),
     /// Answer to [`StationRequest::Status`].
     Status(Counters),
     /// The request was carried out and has nothing to report.
@@ -235,6 +236,8 @@ pub struct BoxInfo {
     pub uptime_s: u64,
     /// Name of the active model, if one is loaded.
     pub model: Option<String>,
+    /// What the model in force is, for a technician checking what runs.
+    pub package: PackageInfo,
     /// Current decision threshold.
     pub threshold: f32,
     /// Frame source, as the daemon describes it.
@@ -253,6 +256,23 @@ pub struct BoxInfo {
     pub firmware_sha256: String,
     /// How the running firmware is looked after.
     pub firmware_state: FirmwareState,
+}
+
+/// The package a box inspects with: enough to tell it from another at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PackageInfo {
+    /// Graph sha256 (the manifest's `onnx_sha256`).
+    pub sha256: String,
+    /// Number format, e.g. `Int8`.
+    pub precision: String,
+    /// Where it was loaded from: `slot a`, `slot b`, a file, or `built-in demo`.
+    pub origin: String,
+    /// Export time (Unix seconds).
+    pub created_unix: u64,
+    /// Hex public key of its signer, when signed.
+    pub signer: Option<String>,
+    /// Keys this box accepts packages and firmware from (0: any intact upload).
+    pub trusted_keys: u16,
 }
 
 /// Whether firmware can be flashed, and whether the running one is on trial.
@@ -322,11 +342,19 @@ mod tests {
             BoxMessage::Reply { id: 1, body: Ok(Reply::Hello { protocol: PROTOCOL_VERSION }) },
             BoxMessage::Reply {
                 id: u32::MAX,
-                body: Ok(Reply::Info(BoxInfo {
+                body: Ok(Reply::Info(Box::new(BoxInfo {
                     firmware_version: "0.1.0".into(),
                     protocol: PROTOCOL_VERSION,
                     uptime_s: 86_400 * 365,
                     model: Some("weld-v3".into()),
+                    package: PackageInfo {
+                        sha256: "cd".repeat(32),
+                        precision: "Int8".into(),
+                        origin: "slot b".into(),
+                        created_unix: 1_790_000_000,
+                        signer: Some("ef".repeat(32)),
+                        trusted_keys: 1,
+                    },
                     threshold: 0.731,
                     source: "camera /dev/video0".into(),
                     line_stopped: true,
@@ -336,7 +364,7 @@ mod tests {
                     reject_saved: false,
                     firmware_sha256: "ab".repeat(32),
                     firmware_state: FirmwareState::Trial,
-                })),
+                }))),
             },
             BoxMessage::Reply {
                 id: 3,
@@ -481,6 +509,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("tests/data/wire-v{PROTOCOL_VERSION}.txt"));
         if std::env::var_os("KENSA_RECORD_WIRE").is_some() && !path.exists() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &text).unwrap();
         }
         let recorded = std::fs::read_to_string(&path).unwrap_or_else(|_| {
@@ -624,6 +653,14 @@ mod tests {
                             protocol: PROTOCOL_VERSION,
                             uptime_s,
                             model,
+                            package: PackageInfo {
+                                sha256: firmware_sha256.clone(),
+                                precision: "Fp32".into(),
+                                origin: source.clone(),
+                                created_unix: uptime_s,
+                                signer: None,
+                                trusted_keys: 3,
+                            },
                             threshold,
                             source,
                             line_stopped: flags[0],
@@ -645,7 +682,7 @@ mod tests {
             ];
             let reply = prop_oneof![
                 any::<u16>().prop_map(|protocol| Reply::Hello { protocol }),
-                info.prop_map(Reply::Info),
+                info.prop_map(|i| Reply::Info(Box::new(i))),
                 counters.prop_map(Reply::Status),
                 Just(Reply::Done),
                 proptest::option::of(thumbnail()).prop_map(Reply::LastNg),

@@ -31,6 +31,14 @@ fn a_technician_sees_and_steers_a_running_box() {
     let info = diag(&line, &["info"]);
     assert!(info.contains("model     patchcore 256x256"), "{info}");
     assert!(info.contains("synthetic conveyor") && info.contains("line stop clear"), "{info}");
+    // What runs, from where, and what the box accepts: the demo package, unsigned, any.
+    let demo = kensa_shared::package::Package::from_bytes(
+        &std::fs::read(kensa_e2e::repo_root().join("models/demo_brushed_metal.kpkg")).unwrap(),
+    )
+    .unwrap();
+    assert!(info.contains(&format!("graph sha256 {}", demo.manifest.onnx_sha256)), "{info}");
+    assert!(info.contains("Fp32 from built-in demo model") && info.contains("unsigned"), "{info}");
+    assert!(info.contains("accepts any intact package"), "{info}");
 
     let watch = diag(&line, &["watch", "--count", "5"]);
     let parts: Vec<&str> = watch.lines().filter(|l| l.starts_with("part ")).collect();

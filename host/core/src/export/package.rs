@@ -6,7 +6,7 @@ use kensa_shared::package::{Manifest, Package, Precision};
 
 use super::calibrate::{calibrate, calibration_images};
 use super::graph::graph;
-use crate::error::Result;
+use crate::error::{Result, ensure};
 use crate::map;
 use crate::model::TrainedModel;
 
@@ -23,6 +23,15 @@ pub fn package_calibrated(
     metrics: Vec<(String, f64)>,
     calibration: Option<&[image::DynamicImage]>,
 ) -> Result<Package> {
+    // A box refuses a package without a finite threshold; refuse to write one.
+    ensure!(
+        model.threshold.value.is_finite(),
+        Invalid,
+        "the model has no decision threshold ({}, {}): train it with held-out good images (--holdout) or \
+         validation images",
+        model.threshold.value,
+        model.threshold.rule
+    );
     let ranges = match (precision, calibration) {
         (Precision::Int8, Some(images)) => Some(calibrate(model, images)?),
         (Precision::Int8, None) => Some(calibrate(model, &calibration_images(model)?)?),
