@@ -90,6 +90,28 @@ impl<P: OutputPin + Send> Signal for PinSignal<P> {
     }
 }
 
+/// A steady output with no hardware: each change goes to the log (nothing is kept, so a
+/// heartbeat can run for ever).
+#[derive(Debug)]
+pub struct LoggedSignal<C> {
+    name: String,
+    clock: C,
+}
+
+impl<C> LoggedSignal<C> {
+    /// The simulated output `name`.
+    pub fn new(name: &str, clock: C) -> Self {
+        Self { name: name.to_string(), clock }
+    }
+}
+
+impl<C: Clock + Send> Signal for LoggedSignal<C> {
+    fn set(&mut self, on: bool) -> Result<(), String> {
+        tracing::debug!("{} {} at {} us", self.name, if on { "on" } else { "off" }, self.clock.now_us());
+        Ok(())
+    }
+}
+
 /// A pin with no hardware: records `(time µs, level)` of every change.
 #[derive(Debug, Clone)]
 pub struct SimPin<C> {

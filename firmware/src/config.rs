@@ -180,9 +180,23 @@ pub struct FailSafe {
     /// What happens to a part that could not be inspected (no frame, model error,
     /// corrupt frame, decision too late).
     pub uninspected: Uninspected,
-    /// Raised while the line must stop (`uninspected = "stop-line"`).
+    /// Raised while the line is stopped (a lamp or relay); the run permit is the
+    /// output that is safe when the box is dead.
     #[serde(default)]
     pub line_stop: Option<Output>,
+    /// The run permit (line-OK): on only while no alarm holds the line, off while the
+    /// box is stopped, starting, without a model or camera, or has stopped the line.
+    /// Wire the belt's enable through it (with a pull-down, so a dead box means off).
+    #[serde(default)]
+    pub run_permit: Option<Output>,
+    /// Toggle the run permit every this many ms while it is on, for a watchdog relay
+    /// that drops the belt when a hung box stops toggling. Unset: a steady level.
+    #[serde(default)]
+    pub run_permit_heartbeat_ms: Option<f64>,
+    /// How much longer than the model's measured p99 latency the belt delay must be
+    /// (ms): capture and decode come on top of inference, and a busy box varies.
+    #[serde(default = "default_latency_margin_ms")]
+    pub latency_margin_ms: f64,
     /// Camera frame timeout before the camera counts as lost (ms).
     pub camera_timeout_ms: f64,
     /// First retry delay after losing the camera; doubles up to `camera_retry_max_ms`.
@@ -196,11 +210,18 @@ impl Default for FailSafe {
         Self {
             uninspected: Uninspected::Reject,
             line_stop: None,
+            run_permit: None,
+            run_permit_heartbeat_ms: None,
+            latency_margin_ms: default_latency_margin_ms(),
             camera_timeout_ms: 1000.0,
             camera_retry_ms: 200.0,
             camera_retry_max_ms: 5000.0,
         }
     }
+}
+
+fn default_latency_margin_ms() -> f64 {
+    50.0
 }
 
 /// Policy for parts that could not be inspected.
@@ -342,11 +363,15 @@ impl Config {
                 "must not be below fail_safe.camera_retry_ms".into(),
             ));
         }
-        if f.uninspected == Uninspected::StopLine && f.line_stop.is_none() {
+        if f.uninspected == Uninspected::StopLine && f.line_stop.is_none() && f.run_permit.is_none() {
             return Err((
                 "fail_safe.line_stop",
-                "is required when fail_safe.uninspected = \"stop-line\"".into(),
+                "(or fail_safe.run_permit) is required when fail_safe.uninspected = \"stop-line\"".into(),
             ));
+        }
+        non_negative("fail_safe.latency_margin_ms", f.latency_margin_ms)?;
+        if let Some(h) = f.run_permit_heartbeat_ms {
+            positive("fail_safe.run_permit_heartbeat_ms", h)?;
         }
         Ok(())
     }

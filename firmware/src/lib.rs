@@ -15,6 +15,7 @@ pub mod line;
 pub mod link;
 pub mod logbook;
 pub mod model;
+pub mod permit;
 pub mod schedule;
 pub mod settings;
 pub mod station;

@@ -10,7 +10,8 @@ use embedded_hal::digital::OutputPin;
 
 use crate::camera::{FrameError, FrameSource};
 use crate::clock::Clock;
-use crate::station::{Counters, Fault, Inspected, Inspector, PartResult, Station, inspect};
+use crate::schedule::Outcome;
+use crate::station::{Action, Alarm, Counters, Fault, Inspected, Inspector, PartResult, Station, inspect};
 
 /// When to stop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,9 +83,13 @@ pub struct Summary {
     /// Parts that passed uninspected because frames came faster than inference
     /// (counted in `counters.uninspected` too).
     pub overruns: u64,
+    /// Parts judged NG or not inspected that were not pushed off (decided too late, or
+    /// the policy stopped the line instead): each one is a failure of the run.
+    pub unpushed: u64,
     /// Parts whose ground truth was known.
     pub with_truth: u64,
-    /// Of those, judged correctly (NG for defective, OK for good).
+    /// Of those, handled correctly: a defective one judged NG and pushed, a good one
+    /// judged OK.
     pub correct: u64,
     /// Capture → decision latency, median (ms).
     pub latency_p50_ms: f64,
@@ -94,6 +99,10 @@ pub struct Summary {
     pub stages: StageLatency,
     /// Wall time of the run (s).
     pub seconds: f64,
+    /// Whether the run permit was on at the end.
+    pub run_permit: bool,
+    /// What held the line stopped at the end.
+    pub alarms: Vec<String>,
 }
 
 /// What the line lets the outside see and do: the diagnostics link and the daemon's
@@ -132,9 +141,41 @@ pub struct Line<S, I, C> {
     pub stop: Arc<AtomicBool>,
 }
 
-/// One part from the worker to the station: when it passed the camera, the inspection,
-/// and its stage timings when it was scored.
-type Scored = (u64, Inspected, Option<WorkerTimes>);
+/// What the worker tells the station thread, in order.
+#[derive(Debug)]
+enum Report {
+    /// One part: when it passed the camera, the inspection, its stage timings when scored.
+    Part(u64, Inspected, Option<WorkerTimes>),
+    /// The model in force, announced at the start and whenever it changes.
+    Model(ModelState),
+    /// The camera went down (why) or came back (`None`).
+    Camera(Option<String>),
+}
+
+/// What the station must know of the model in force.
+#[derive(Debug, Clone, PartialEq)]
+struct ModelState {
+    threshold: f32,
+    latency_p99_us: Option<u64>,
+    missing: Option<String>,
+}
+
+impl ModelState {
+    fn of(inspector: &impl Inspector) -> Self {
+        Self {
+            threshold: inspector.threshold(),
+            latency_p99_us: inspector.latency_p99_us(),
+            missing: inspector.missing(),
+        }
+    }
+
+    /// Equal for the station (NaN thresholds of two missing models included).
+    fn same(&self, other: &Self) -> bool {
+        self.threshold.to_bits() == other.threshold.to_bits()
+            && self.latency_p99_us == other.latency_p99_us
+            && self.missing == other.missing
+    }
+}
 
 impl<S, I, C> Line<S, I, C>
 where
@@ -146,18 +187,19 @@ where
     /// scores, this thread decides with `station` and keeps its pulses on time. Paced
     /// sources are timed from the start of the run.
     pub fn run<P: OutputPin>(self, station: &mut Station<P, C>, hooks: &mut impl Hooks<P, C>) -> Summary {
-        let (tx, rx) = mpsc::sync_channel::<Scored>(4);
-        // A new model (swapped in by the inspector) brings its threshold, announced ahead
-        // of the first part it scored.
-        let (threshold_tx, threshold_rx) = mpsc::channel::<f32>();
+        let (tx, rx) = mpsc::sync_channel::<Report>(4);
         let overruns = Arc::new(AtomicU64::new(0));
         let clock = self.clock.clone();
+        let model = ModelState::of(&self.inspector);
+        // The station starts with the threshold in force (a saved one, maybe): only a
+        // model that arrives later brings its own.
+        apply_model(station, &ModelState { threshold: f32::NAN, ..model.clone() });
         let worker = Worker {
-            threshold: self.inspector.threshold(),
+            model,
             backoff: self.retry.first_ms,
+            camera: CameraState::Unknown,
             line: self,
             tx,
-            threshold_tx,
             overruns: Arc::clone(&overruns),
             slots: 0,
             parts: 0,
@@ -179,15 +221,15 @@ where
                     .map_or(1_000, |d| d.saturating_sub(clock.now_us()).min(1_000))
                     .max(50);
                 match rx.recv_timeout(Duration::from_micros(wait)) {
-                    Ok((passed, part, times)) => {
-                        while let Ok(t) = threshold_rx.try_recv() {
-                            station.set_threshold(t);
-                        }
+                    Ok(Report::Part(passed, part, times)) => {
                         let received = clock.now_us();
                         let r = station.decide(passed, part);
                         tally.add(&r, times, received, clock.now_us());
                         hooks.decided(&r);
                     }
+                    Ok(Report::Model(m)) => apply_model(station, &m),
+                    Ok(Report::Camera(Some(why))) => station.raise(Alarm::CameraDown(why)),
+                    Ok(Report::Camera(None)) => station.clear(|a| matches!(a, Alarm::CameraDown(_))),
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => worker_done = true,
                 }
@@ -206,16 +248,40 @@ where
     }
 }
 
+/// Tell the station about the model in force: its threshold, its latency against the
+/// belt delay, and whether there is one at all.
+fn apply_model<P: OutputPin, C: Clock>(station: &mut Station<P, C>, m: &ModelState) {
+    if m.threshold.is_finite() && m.threshold.to_bits() != station.threshold().to_bits() {
+        station.set_threshold(m.threshold);
+    }
+    station.set_latency(m.latency_p99_us);
+    match &m.missing {
+        Some(why) => station.raise(Alarm::NoModel(why.clone())),
+        None => station.clear(|a| matches!(a, Alarm::NoModel(_))),
+    }
+}
+
+/// Whether the camera delivers, as far as the worker knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CameraState {
+    /// No frame asked for yet.
+    Unknown,
+    /// The last frame came.
+    Up,
+    /// Lost; reported to the station.
+    Down,
+}
+
 /// The worker thread: captures and scores parts in order and sends each to the station.
 struct Worker<S, I, C> {
     line: Line<S, I, C>,
-    tx: mpsc::SyncSender<Scored>,
-    threshold_tx: mpsc::Sender<f32>,
+    tx: mpsc::SyncSender<Report>,
     overruns: Arc<AtomicU64>,
-    /// The threshold last announced.
-    threshold: f32,
+    /// The model state last announced.
+    model: ModelState,
     /// Current camera back-off (ms).
     backoff: f64,
+    camera: CameraState,
     /// Frame slots so far (parts, lost or not); an idle trigger wait is not one.
     slots: u64,
     /// Parts sent to the station so far: the next part's number.
@@ -230,6 +296,10 @@ impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
             if self.line.stop.load(Ordering::Relaxed)
                 || self.line.limits.parts.is_some_and(|n| self.slots >= n)
             {
+                return;
+            }
+            self.line.inspector.refresh();
+            if !self.announce_model() {
                 return;
             }
             if let Some(iv) = interval {
@@ -254,6 +324,16 @@ impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
         }
     }
 
+    /// Send the model state when it changed; `false` when the station is gone.
+    fn announce_model(&mut self) -> bool {
+        let now = ModelState::of(&self.line.inspector);
+        if now.same(&self.model) {
+            return true;
+        }
+        self.model = now.clone();
+        self.tx.send(Report::Model(now)).is_ok()
+    }
+
     /// Capture, score and send one part; `false` when the line is over.
     fn next_part(&mut self) -> bool {
         let clock = &self.line.clock;
@@ -261,7 +341,8 @@ impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
         let frame = self.line.source.next_frame();
         let captured = clock.now_us();
         // The pusher times from when the part passed the photo-eye, when known.
-        let passed = self.line.source.arrived_us().unwrap_or(captured);
+        let edge = self.line.source.arrived_us();
+        let passed = edge.unwrap_or(captured);
         if !matches!(frame, Err(FrameError::Idle)) {
             self.slots += 1;
         }
@@ -274,29 +355,55 @@ impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
         match &frame {
             Err(FrameError::End(_)) => return false,
             Err(FrameError::Idle) => return true,
-            Err(FrameError::Lost { .. }) => {
-                // The part in front of the camera is uninspected; wait before retrying.
-                let n = self.number();
-                let part = inspect(&mut self.line.inspector, n, frame);
-                if self.tx.send((passed, part, None)).is_err() {
+            Err(e @ FrameError::Lost { .. }) => return self.camera_lost(e.to_string(), edge, frame),
+            _ => {
+                self.backoff = self.line.retry.first_ms;
+                if self.camera == CameraState::Down && self.tx.send(Report::Camera(None)).is_err() {
                     return false;
                 }
-                self.pause((self.backoff * 1e3) as u64);
-                self.backoff = (self.backoff * 2.0).min(self.line.retry.max_ms);
-                return true;
+                self.camera = CameraState::Up;
             }
-            _ => self.backoff = self.line.retry.first_ms,
+        }
+        if edge.is_none() && self.line.inspector.missing().is_some() {
+            // Free-running with no model: the line is held stopped, the frame shows no
+            // new part.
+            return true;
         }
         let n = self.number();
         let part = inspect(&mut self.line.inspector, n, frame);
         let scored_at_us = self.line.clock.now_us();
         let times =
             WorkerTimes { capture_us: captured - asked, inspect_us: scored_at_us - captured, scored_at_us };
-        if self.line.inspector.threshold().to_bits() != self.threshold.to_bits() {
-            self.threshold = self.line.inspector.threshold();
-            let _ = self.threshold_tx.send(self.threshold);
+        self.announce_model() && self.tx.send(Report::Part(passed, part, Some(times))).is_ok()
+    }
+
+    /// The camera gave no frame (`why`). A part whose photo-eye edge came (`edge`) is
+    /// uninspected, and so is the one in front of a free-running camera that was
+    /// delivering until now; while it stays down, a free-running camera shows no parts
+    /// (the alarm holds the line stopped). Then wait before retrying.
+    fn camera_lost(
+        &mut self,
+        why: String,
+        edge: Option<u64>,
+        frame: Result<crate::camera::Frame, FrameError>,
+    ) -> bool {
+        let passed = edge.unwrap_or_else(|| self.line.clock.now_us());
+        if edge.is_some() || self.camera == CameraState::Up {
+            let n = self.number();
+            let part = inspect(&mut self.line.inspector, n, frame);
+            if self.tx.send(Report::Part(passed, part, None)).is_err() {
+                return false;
+            }
         }
-        self.tx.send((passed, part, Some(times))).is_ok()
+        if self.camera != CameraState::Down {
+            self.camera = CameraState::Down;
+            if self.tx.send(Report::Camera(Some(why))).is_err() {
+                return false;
+            }
+        }
+        self.pause((self.backoff * 1e3) as u64);
+        self.backoff = (self.backoff * 2.0).min(self.line.retry.max_ms);
+        true
     }
 
     /// Wait `us` (the camera back-off), waking every 50 ms at most so that a stop (SIGTERM,
@@ -313,7 +420,7 @@ impl<S: FrameSource, I: Inspector, C: Clock> Worker<S, I, C> {
     fn overrun(&mut self, passed: u64, truth: Option<bool>) -> bool {
         self.overruns.fetch_add(1, Ordering::Relaxed);
         let part = Inspected { part: self.number(), truth, score: Err(Fault::Overrun), thumbnail: None };
-        self.tx.send((passed, part, None)).is_ok()
+        self.tx.send(Report::Part(passed, part, None)).is_ok()
     }
 
     fn number(&mut self) -> u64 {
@@ -331,6 +438,7 @@ struct Tally {
     queue: Vec<u64>,
     decide: Vec<u64>,
     pulses: u64,
+    unpushed: u64,
     with_truth: u64,
     correct: u64,
 }
@@ -345,10 +453,12 @@ impl Tally {
             self.decide.push(decided - received);
         }
         self.latencies.push(r.decided_us.saturating_sub(r.captured_us));
+        let judged_ng = r.verdict != kensa_shared::verdict::Verdict::Ok;
+        let pushed = matches!(r.action, Action::Reject(Outcome::Scheduled { .. } | Outcome::Merged { .. }));
+        self.unpushed += u64::from(judged_ng && !pushed);
         if let Some(t) = r.truth {
             self.with_truth += 1;
-            let judged_ng = r.verdict != kensa_shared::verdict::Verdict::Ok;
-            self.correct += u64::from(judged_ng == t);
+            self.correct += u64::from(if t { judged_ng && pushed } else { !judged_ng });
         }
     }
 
@@ -369,12 +479,15 @@ impl Tally {
             counters: Counters { overruns, ..station.counters() },
             pulses_fired: self.pulses,
             overruns,
+            unpushed: self.unpushed,
             with_truth: self.with_truth,
             correct: self.correct,
             latency_p50_ms: total.p50_ms,
             latency_p99_ms: total.p99_ms,
             stages,
             seconds,
+            run_permit: station.run_permit(),
+            alarms: station.alarms().iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -564,6 +677,14 @@ mod tests {
         let started = std::time::Instant::now();
         let s = line.run(&mut station, &mut |_: &PartResult| {});
         assert!(started.elapsed() < Duration::from_secs(5), "stopped after {:?}", started.elapsed());
-        assert_eq!(s.counters.uninspected, 1, "the part in front of the lost camera is uninspected");
+        // A free-running camera that never delivered shows no parts: nothing is pushed,
+        // the alarm holds the line stopped.
+        assert_eq!((s.counters.parts, s.pulses_fired), (0, 0));
+        assert!(
+            matches!(station.alarms(), [Alarm::CameraDown(m)] if m.contains("/dev/video9")),
+            "{:?}",
+            station.alarms()
+        );
+        assert!(!station.run_permit());
     }
 }

@@ -8,13 +8,14 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use clap::Parser;
 use embedded_hal::digital::OutputPin;
-use kensa_fw::actuator::{PinSignal, Pusher, Signal, SimPin};
+use kensa_fw::actuator::{LoggedSignal, PinSignal, Pusher, Signal, SimPin};
 use kensa_fw::camera::{DirSource, FrameSource, Roi, Sampled, SyntheticConveyor, Triggered, V4l2Source};
 use kensa_fw::clock::{Clock, MonotonicClock};
 use kensa_fw::config::{Belt, Camera, Config, FailSafe, Output, Trigger};
 use kensa_fw::line::{self, Summary};
 use kensa_fw::link::{self, Next};
 use kensa_fw::model::{Model, Swappable};
+use kensa_fw::permit::{PermitMode, RunPermit};
 use kensa_fw::schedule::{Outcome, RejectScheduler};
 use kensa_fw::settings::{self, ModelSource, Overrides, Settings};
 use kensa_fw::station::{Action, PartResult, Station};
@@ -76,9 +77,21 @@ struct Args {
     /// that does not report healthy. Needs a store (`--store` or `model.store`).
     #[arg(long)]
     supervise: bool,
-    /// With `--supervise`: seconds a flashed firmware has to score its first part.
+    /// With `--supervise`: seconds a flashed firmware has to report healthy.
     #[arg(long, default_value_t = 60.0)]
     health_timeout: f64,
+    /// With `--supervise`: least seconds a flashed firmware runs on trial before it is
+    /// kept.
+    #[arg(long, default_value_t = 30.0)]
+    trial_seconds: f64,
+    /// Parts a daemon scores before it reports healthy (a trial firmware is kept only
+    /// after that and `--trial-seconds`).
+    #[arg(long, default_value_t = 10)]
+    trial_parts: u64,
+    /// With `--supervise`: a kept firmware that fails 3 times within this many seconds
+    /// of being kept goes back to the firmware before it.
+    #[arg(long, default_value_t = 600.0)]
+    crash_window: f64,
 }
 
 fn main() -> ExitCode {
@@ -146,10 +159,21 @@ fn supervise(args: &Args) -> Result<ExitCode> {
         .with_context(|| format!("firmware store {}", fw_dir.display()))?;
     let installed = std::env::current_exe().context("locating the installed kensa-fw")?;
     let child_args = std::env::args_os().skip(1).filter(|a| a != "--supervise").collect();
-    let launcher = supervisor::Processes { args: child_args, health: fw_dir.join("health") };
+    let hold = match &cfg.fail_safe.run_permit {
+        Some(Output::Gpio { chip, line, active_low }) => Some(Box::new(PermitHoldOff {
+            chip: chip.clone(),
+            line: *line,
+            active_low: *active_low,
+            held: None,
+        }) as Box<dyn supervisor::HoldOff>),
+        _ => None,
+    };
+    let launcher = supervisor::Processes { args: child_args, health: fw_dir.join("health"), hold };
     let timeout_us = (args.health_timeout.max(1.0) * 1e6) as u64;
     let mut sup =
         supervisor::Supervisor::new(store, installed, launcher, MonotonicClock::default(), timeout_us);
+    sup.trial_min_us = (args.trial_seconds.max(0.0) * 1e6) as u64;
+    sup.crash_window_us = (args.crash_window.max(0.0) * 1e6) as u64;
     let stop = Arc::new(AtomicBool::new(false));
     on_stop_signals(&stop)?;
     sup.run(&stop, |event| {
@@ -164,13 +188,43 @@ fn supervise(args: &Args) -> Result<ExitCode> {
             Event::RolledBack { slot, why } => {
                 format!("firmware {slot} {why}: rolled back to the previous firmware")
             }
-            Event::Exited { slot, code } => format!("firmware {slot} exited ({code:?})"),
+            Event::Exited { slot, exit } => format!("firmware {slot} {exit}"),
             Event::StartFailed { slot, why } => format!("cannot start firmware {slot}: {why}"),
         };
         tracing::warn!("supervisor: {line}");
         println!("kensa-fw supervisor: {line}");
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run-permit GPIO line, held off by the supervisor while no daemon runs.
+struct PermitHoldOff {
+    chip: PathBuf,
+    line: u32,
+    active_low: bool,
+    held: Option<linux_embedded_hal::CdevPin>,
+}
+
+impl supervisor::HoldOff for PermitHoldOff {
+    fn hold(&mut self) {
+        if self.held.is_some() {
+            return;
+        }
+        match gpio_output(&self.chip, self.line, "kensa-supervisor") {
+            Ok(mut pin) => {
+                let off = if self.active_low { pin.set_high() } else { pin.set_low() };
+                if let Err(e) = off {
+                    tracing::error!("supervisor: run permit would not switch off: {e:?}");
+                }
+                self.held = Some(pin);
+            }
+            Err(e) => tracing::error!("supervisor: cannot hold the run permit off: {e:#}"),
+        }
+    }
+
+    fn release(&mut self) {
+        self.held = None;
+    }
 }
 
 /// The daemon: run the line, rebuilding it when the link asks, until stopped.
@@ -190,12 +244,14 @@ fn daemon(args: &Args, logbook: &kensa_fw::logbook::Logbook) -> Result<ExitCode>
     let exe = std::env::current_exe().context("locating the running executable")?;
     let image = supervised.as_ref().and_then(|s| s.image.clone()).unwrap_or_else(|| exe.clone());
     let firmware = (file_sha256(&image)?, file_head(&exe, 64)?);
+    let mut counters = kensa_fw::station::Counters::default();
     loop {
-        let (summary, next) = run(args, logbook.clone(), supervised.as_ref(), &firmware)?;
+        let (summary, next) = run(args, logbook.clone(), supervised.as_ref(), &firmware, counters)?;
+        counters = summary.counters;
         match next {
             Next::Exit => {
-                report(&summary, args.json)?;
-                return Ok(ExitCode::SUCCESS);
+                let handled = report(&summary, args.json)?;
+                return Ok(if handled { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
             Next::StartFlashedFirmware => return Ok(ExitCode::from(supervisor::RESTART_EXIT)),
             Next::RestartPipeline if terminate.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -206,12 +262,14 @@ fn daemon(args: &Args, logbook: &kensa_fw::logbook::Logbook) -> Result<ExitCode>
     }
 }
 
-/// One run of the pipeline, from the configuration to a stop.
+/// One run of the pipeline, from the configuration to a stop; the totals carry on from
+/// `counters`.
 fn run(
     args: &Args,
     logbook: kensa_fw::logbook::Logbook,
     supervised: Option<&Supervised>,
     firmware: &(String, Vec<u8>),
+    counters: kensa_fw::station::Counters,
 ) -> Result<(Summary, Next)> {
     let cfg = load_config(args)?;
     let trusted = trusted_keys(args, &cfg)?;
@@ -222,40 +280,43 @@ fn run(
         None => None,
     };
     let saved = store.as_ref().map(Store::settings).unwrap_or_default();
-    let run = Settings::resolve(&over, &cfg, store.as_ref().and_then(Store::active), &saved);
+    let flashed = store.as_ref().map(|s| s.slots_to_try().into_iter().map(|(_, p)| p).collect());
+    let run = Settings::resolve(&over, &cfg, flashed.unwrap_or_default(), &saved);
     for note in &run.ignored {
         tracing::error!("{note}");
     }
     if run.reject_saved {
         tracing::warn!("using the reject timing saved over the link: {:?}", run.timing);
     }
-    let model = load_model(&run.model, &trusted)?;
-    let saved_threshold = saved.threshold_for(&model.manifest().onnx_sha256);
+    let samples = store.as_ref().map(Store::samples).unwrap_or_default();
+    let (model, origin) = first_model(&run.models, &trusted, &samples);
+    let saved_threshold = model.as_ref().ok().and_then(|m| saved.threshold_for(&m.manifest().onnx_sha256));
     // One clock for the line: trigger edges, captures, decisions and pulses.
     let clock = MonotonicClock::default();
     let source = frame_source(&cfg, store.as_ref(), clock)?;
     let stop = Arc::new(AtomicBool::new(false));
     let signals = on_stop_signals(&stop)?;
-    let m = model.manifest();
-    println!(
-        "kensa-fw {}: {} model {}x{}, threshold {:.3}; {}",
-        env!("CARGO_PKG_VERSION"),
-        m.kind,
-        m.preprocess.width,
-        m.preprocess.height,
-        m.threshold,
-        source.describe()
-    );
+    let what = match &model {
+        Ok(m) => {
+            let p = m.manifest();
+            format!(
+                "{} model {}x{}, threshold {:.3}",
+                p.kind, p.preprocess.width, p.preprocess.height, p.threshold
+            )
+        }
+        Err(why) => format!("NO MODEL, line stopped until one is flashed ({why})"),
+    };
+    println!("kensa-fw {}: {what}; {}", env!("CARGO_PKG_VERSION"), source.describe());
     let (swap_tx, swap_rx) = std::sync::mpsc::channel();
-    let active = Arc::new(std::sync::Mutex::new(link::InForce::of(
-        &model,
-        run.model.to_string(),
-        saved_threshold.is_some(),
-        run.reject_saved,
-    )));
+    let in_force = match &model {
+        Ok(m) => link::InForce::of(m, origin, saved_threshold.is_some(), run.reject_saved),
+        Err(why) => link::InForce::none(why),
+    };
+    let active = Arc::new(std::sync::Mutex::new(in_force));
+    let margin_us = (cfg.fail_safe.latency_margin_ms * 1e3) as u64;
     let diagnostics =
         Diagnostics { logbook, supervised, firmware, source: source.describe(), dir: dir.as_deref() };
-    let flash = (store, trusted, swap_tx, Arc::clone(&active), run.timing);
+    let flash = FlashParts { store, trusted, swap: swap_tx, timing: run.timing, margin_us };
     let (control, port_thread, next) = match &run.serial {
         None => (None, None, Arc::new(std::sync::Mutex::new(Next::Exit))),
         Some((port, baud)) => {
@@ -264,7 +325,14 @@ fn run(
         }
     };
     let model = Swappable::new(model, swap_rx);
-    let line = LineSettings { run: &run, fail_safe: &cfg.fail_safe, saved_threshold, supervised };
+    let line = LineSettings {
+        run: &run,
+        fail_safe: &cfg.fail_safe,
+        saved_threshold,
+        supervised,
+        trial_parts: args.trial_parts.max(1),
+        counters,
+    };
     let control = control.as_ref();
     let (limits, retry) = (run.limits, run.retry);
     let parts = line::Line { source, inspector: model, clock, limits, retry, stop: Arc::clone(&stop) };
@@ -284,6 +352,38 @@ fn run(
     }
     let next = *next.lock().map_err(|_| anyhow::anyhow!("link state poisoned"))?;
     Ok((summary?, next))
+}
+
+/// The first of `models` that loads, verifies and passes its self-test on `samples`
+/// (this camera's frames), with where it came from; or, when none does, why each was
+/// refused. What a store holds never keeps the box from starting: with no model, the
+/// line is held stopped and the link stays up for a flash.
+fn first_model(
+    models: &[ModelSource],
+    trusted: &[kensa_shared::package::VerifyingKey],
+    samples: &[image::DynamicImage],
+) -> (Result<Model, String>, String) {
+    let mut refused = Vec::new();
+    for source in models {
+        let tried = load_model(source, trusted)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|mut m| m.self_test(samples).map(|_| m).map_err(|e| format!("{source}: {e}")));
+        match tried {
+            Ok(m) => {
+                if !refused.is_empty() {
+                    tracing::error!("running the fallback model {source}");
+                }
+                let p99 = m.latency_p99_us().unwrap_or(0) as f64 / 1e3;
+                tracing::warn!("model {source} loaded: {}, {p99:.1} ms per part on this box", m.describe());
+                return (Ok(m), source.to_string());
+            }
+            Err(why) => {
+                tracing::error!("model refused: {why}");
+                refused.push(why);
+            }
+        }
+    }
+    (Err(refused.join("; ")), "none".into())
 }
 
 /// The flags that override the configuration, for [`Settings::resolve`].
@@ -370,15 +470,19 @@ struct Diagnostics<'a> {
     dir: Option<&'a std::path::Path>,
 }
 
-/// What flashing needs: the store, the trusted keys, the model intake, the model in
-/// force and the reject timing in force.
-type FlashParts = (
-    Option<Store>,
-    Vec<kensa_shared::package::VerifyingKey>,
-    std::sync::mpsc::Sender<Model>,
-    Arc<std::sync::Mutex<link::InForce>>,
-    kensa_fw::schedule::BeltTiming,
-);
+/// What flashing needs.
+struct FlashParts {
+    /// Where uploads go (none: flashing refused).
+    store: Option<Store>,
+    /// Keys uploads must be signed by.
+    trusted: Vec<kensa_shared::package::VerifyingKey>,
+    /// The inspector's intake of flashed models.
+    swap: std::sync::mpsc::Sender<Model>,
+    /// The reject timing in force.
+    timing: kensa_fw::schedule::BeltTiming,
+    /// `fail_safe.latency_margin_ms` (µs).
+    margin_us: u64,
+}
 
 impl Diagnostics<'_> {
     /// Serve the link on `port` from its own thread until `stop`.
@@ -387,12 +491,13 @@ impl Diagnostics<'_> {
         port: PathBuf,
         baud: u32,
         active: Arc<std::sync::Mutex<link::InForce>>,
-        (store, trusted, swap, in_force, timing): FlashParts,
+        flash: FlashParts,
         stop: &Arc<AtomicBool>,
     ) -> Result<(link::Control, std::thread::JoinHandle<()>, Arc<std::sync::Mutex<Next>>)> {
+        let FlashParts { store, trusted, swap, timing, margin_us } = flash;
         let fw_dir = self.dir.map(supervisor::firmware_dir);
         let identity = link::Identity {
-            model: active,
+            model: Arc::clone(&active),
             source: self.source,
             started: std::time::Instant::now(),
             logbook: self.logbook,
@@ -408,7 +513,9 @@ impl Diagnostics<'_> {
             }),
             _ => None,
         };
-        let flash = store.map(|store| link::Flasher::new(store, trusted, swap, in_force, firmware, timing));
+        let flash = store.map(|store| {
+            link::Flasher::new(store, trusted, swap, active, firmware, timing).with_latency_margin(margin_us)
+        });
         let (control, end) = link::channel(identity, flash);
         let link_stop = Arc::clone(stop);
         let next = end.next();
@@ -424,8 +531,12 @@ struct LineSettings<'a> {
     fail_safe: &'a FailSafe,
     /// A threshold saved over the link for this model.
     saved_threshold: Option<f32>,
-    /// Report healthy to the supervisor after the first scored part.
+    /// Report healthy to the supervisor after `--trial-parts` scored parts.
     supervised: Option<&'a Supervised>,
+    /// `--trial-parts`.
+    trial_parts: u64,
+    /// Totals so far (a pipeline restart keeps them).
+    counters: kensa_fw::station::Counters,
 }
 
 /// Keep a camera sample every this many frames (and the first of each run).
@@ -465,15 +576,13 @@ fn sim_config(args: &Args) -> Config {
     }
 }
 
-/// The line-stop relay named in the config.
-fn line_stop_output(out: &Output, clock: MonotonicClock) -> Result<Box<dyn Signal>> {
+/// A steady output named in the config (line stop, run permit), claimed as `label`.
+fn signal_output(out: &Output, clock: MonotonicClock, label: &str) -> Result<Box<dyn Signal>> {
     let signal: Box<dyn Signal> = match out {
-        Output::Simulated => {
-            Box::new(PinSignal::new(SimPin::new(clock), false).expect("a simulated pin cannot fail"))
-        }
+        Output::Simulated => Box::new(LoggedSignal::new(label, clock)),
         Output::Gpio { chip, line, active_low } => Box::new(
-            PinSignal::new(gpio_output(chip, *line, "kensa-line-stop")?, *active_low)
-                .map_err(|e| anyhow::anyhow!("line-stop output: {e:?}"))?,
+            PinSignal::new(gpio_output(chip, *line, label)?, *active_low)
+                .map_err(|e| anyhow::anyhow!("{label} output: {e:?}"))?,
         ),
     };
     Ok(signal)
@@ -533,16 +642,26 @@ fn run_line<P: OutputPin>(
     let threshold = kensa_fw::station::Inspector::threshold(&parts.inspector);
     let fail_safe = line.fail_safe;
     let mut station =
-        Station::new(threshold, pusher, RejectScheduler::new(line.run.timing), clock, fail_safe.uninspected);
+        Station::new(threshold, pusher, RejectScheduler::new(line.run.timing), clock, fail_safe.uninspected)
+            .with_counters(line.counters)
+            .with_latency_margin((fail_safe.latency_margin_ms * 1e3) as u64);
     if let Some(out) = &fail_safe.line_stop {
-        station = station.with_line_stop(line_stop_output(out, clock)?);
+        station = station.with_line_stop(signal_output(out, clock, "kensa-line-stop")?);
+    }
+    if let Some(out) = &fail_safe.run_permit {
+        let mode = match fail_safe.run_permit_heartbeat_ms {
+            Some(ms) => PermitMode::Heartbeat { half_period_us: (ms * 1e3) as u64 },
+            None => PermitMode::Steady,
+        };
+        station =
+            station.with_run_permit(RunPermit::new(signal_output(out, clock, "kensa-run-permit")?, mode));
     }
     if let Some(t) = line.saved_threshold {
         tracing::warn!("using the threshold {t} saved over the link for this model");
         station.set_threshold(t);
     }
     let mut hooks =
-        Daemon { control, supervised: line.supervised, healthy: line.supervised.is_none(), clock };
+        Daemon { control, supervised: line.supervised, healthy_after: line.trial_parts, scored: 0, clock };
     Ok(parts.run(&mut station, &mut hooks))
 }
 
@@ -551,15 +670,19 @@ fn run_line<P: OutputPin>(
 struct Daemon<'a> {
     control: Option<&'a link::Control>,
     supervised: Option<&'a Supervised>,
-    healthy: bool,
+    /// Scored parts before reporting healthy.
+    healthy_after: u64,
+    scored: u64,
     clock: MonotonicClock,
 }
 
 impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
     fn decided(&mut self, r: &PartResult) {
-        if !self.healthy && r.score.is_some() {
-            self.healthy = true;
-            self.supervised.inspect(|s| s.report_healthy());
+        if r.score.is_some() {
+            self.scored += 1;
+            if self.scored == self.healthy_after {
+                self.supervised.inspect(|s| s.report_healthy());
+            }
         }
         if let Some(c) = self.control {
             c.publish(r);
@@ -601,10 +724,13 @@ fn print_part(r: &PartResult, clock: &MonotonicClock) {
     );
 }
 
-fn report(s: &Summary, json: bool) -> Result<()> {
+/// Print the summary; `false` when a part that had to leave the belt was not pushed
+/// (the run then fails: the line had to stop for it).
+fn report(s: &Summary, json: bool) -> Result<bool> {
+    let handled = s.unpushed == 0;
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
-        return Ok(());
+        return Ok(handled);
     }
     let c = s.counters;
     println!(
@@ -623,7 +749,7 @@ fn report(s: &Summary, json: bool) -> Result<()> {
     );
     if s.with_truth > 0 {
         println!(
-            "accuracy against the generator's truth: {}/{} ({:.1} %)",
+            "accuracy against the generator's truth (a defective part counts only when pushed): {}/{} ({:.1} %)",
             s.correct,
             s.with_truth,
             100.0 * s.correct as f64 / s.with_truth as f64
@@ -643,5 +769,14 @@ fn report(s: &Summary, json: bool) -> Result<()> {
         st.decide.p50_ms,
         st.decide.p99_ms
     );
-    Ok(())
+    for a in &s.alarms {
+        println!("ALARM: {a}");
+    }
+    if !handled {
+        println!(
+            "FAILED: {} part(s) judged NG or not inspected were not pushed off; the line stopped for them",
+            s.unpushed
+        );
+    }
+    Ok(handled)
 }

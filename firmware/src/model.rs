@@ -38,12 +38,17 @@ pub enum ModelError {
     },
 }
 
+/// Timed runs of the self-test: its latency is the slowest of them (the p99 of so few).
+pub const LATENCY_RUNS: usize = 3;
+
 /// A package ready to score frames.
 #[derive(Debug, Clone)]
 pub struct Model {
     runner: Runner,
     /// Hex public key of the package's signer, when signed.
     signer: Option<String>,
+    /// Preprocessing + inference per part, as the self-test measured it on this box (µs).
+    latency_p99_us: Option<u64>,
 }
 
 impl Model {
@@ -63,7 +68,7 @@ impl Model {
         let runner =
             Runner::new(&pkg, 1).map_err(|source| ModelError::Graph { path: name.into(), source })?;
         let signer = pkg.signature.map(|s| kensa_shared::package::key_hex(&s.public_key));
-        Ok(Self { runner, signer })
+        Ok(Self { runner, signer, latency_p99_us: None })
     }
 
     /// The package manifest.
@@ -82,51 +87,86 @@ impl Model {
         format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height)
     }
 
-    /// Score a mid-grey frame of the model's input size and `samples` (frames this box's
-    /// camera took): a package that loads but cannot score them, or scores NaN, fails
-    /// here instead of on the line.
-    pub fn self_test(&mut self, samples: &[DynamicImage]) -> Result<(), String> {
+    /// Score a mid-grey frame of the model's input size, then `samples` (frames this
+    /// box's camera took, at their full size), timing at least [`LATENCY_RUNS`] of them:
+    /// a package that loads but cannot score them, or scores NaN, fails here instead of
+    /// on the line, and the slowest timed run is the model's latency on this box (µs),
+    /// which the belt delay must leave room for.
+    pub fn self_test(&mut self, samples: &[DynamicImage]) -> Result<u64, String> {
         let p = self.manifest().preprocess;
         let grey =
             DynamicImage::ImageLuma8(image::GrayImage::from_pixel(p.width, p.height, image::Luma([128])));
-        for (i, frame) in std::iter::once(&grey).chain(samples).enumerate() {
-            let what = if i == 0 { "a grey frame".to_string() } else { format!("camera sample {i}") };
+        let padding = LATENCY_RUNS.saturating_sub(samples.len());
+        let frames = samples.iter().enumerate().map(|(i, f)| (format!("camera sample {}", i + 1), f));
+        let frames = frames.chain((0..padding).map(|_| ("a grey frame".to_string(), &grey)));
+        let mut slowest = 0;
+        // The first run (untimed) warms tract up.
+        for (i, (what, frame)) in
+            std::iter::once(("a grey frame".to_string(), &grey)).chain(frames).enumerate()
+        {
+            let started = std::time::Instant::now();
             match self.score(frame) {
                 Ok(s) if s.is_finite() => {}
                 Ok(s) => return Err(format!("self-test on {what} scored {s}")),
                 Err(e) => return Err(format!("self-test on {what} failed: {e}")),
             }
+            if i > 0 {
+                slowest = slowest.max(started.elapsed().as_micros() as u64);
+            }
         }
-        Ok(())
+        self.latency_p99_us = Some(slowest);
+        Ok(slowest)
+    }
+
+    /// The latency the last self-test measured (µs).
+    pub fn latency_p99_us(&self) -> Option<u64> {
+        self.latency_p99_us
     }
 }
 
 /// The model in use, replaced between two parts when a new one arrives (a flashed
-/// package, verified and self-tested before it is sent).
+/// package, verified and self-tested before it is sent). A box whose store held nothing
+/// loadable runs with none, line stopped, until one is flashed.
 #[derive(Debug)]
 pub struct Swappable {
-    current: Model,
+    /// The model, or why there is none.
+    current: Result<Model, String>,
     incoming: std::sync::mpsc::Receiver<Model>,
 }
 
 impl Swappable {
-    /// Run `current` until `incoming` delivers another.
-    pub fn new(current: Model, incoming: std::sync::mpsc::Receiver<Model>) -> Self {
+    /// Run `current` (or nothing, for the reason given) until `incoming` delivers another.
+    pub fn new(current: Result<Model, String>, incoming: std::sync::mpsc::Receiver<Model>) -> Self {
         Self { current, incoming }
     }
 }
 
 impl Inspector for Swappable {
     fn score(&mut self, image: &DynamicImage) -> Result<f32, String> {
-        while let Ok(m) = self.incoming.try_recv() {
-            tracing::info!("now inspecting with {}", m.describe());
-            self.current = m;
+        self.refresh();
+        match &mut self.current {
+            Ok(m) => m.score(image),
+            Err(why) => Err(format!("no model loaded: {why}")),
         }
-        self.current.score(image)
     }
 
     fn threshold(&self) -> f32 {
-        self.current.threshold()
+        self.current.as_ref().map_or(f32::NAN, Inspector::threshold)
+    }
+
+    fn refresh(&mut self) {
+        while let Ok(m) = self.incoming.try_recv() {
+            tracing::warn!("now inspecting with {}", m.describe());
+            self.current = Ok(m);
+        }
+    }
+
+    fn missing(&self) -> Option<String> {
+        self.current.as_ref().err().cloned()
+    }
+
+    fn latency_p99_us(&self) -> Option<u64> {
+        self.current.as_ref().ok().and_then(Model::latency_p99_us)
     }
 }
 
@@ -137,6 +177,10 @@ impl Inspector for Model {
 
     fn threshold(&self) -> f32 {
         self.runner.manifest().threshold
+    }
+
+    fn latency_p99_us(&self) -> Option<u64> {
+        self.latency_p99_us
     }
 }
 

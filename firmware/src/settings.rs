@@ -60,8 +60,9 @@ impl std::fmt::Display for ModelSource {
 /// A run's settings, decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// The model to load.
-    pub model: ModelSource,
+    /// The models to try, best first: the first that loads and passes its self-test
+    /// runs; with none, the box runs with the line stopped until one is flashed.
+    pub models: Vec<ModelSource>,
     /// Serial diagnostics: device and line rate.
     pub serial: Option<(PathBuf, u32)>,
     /// When to stop by itself.
@@ -82,15 +83,16 @@ pub fn store_dir(over: &Overrides, cfg: &Config) -> Option<PathBuf> {
 }
 
 impl Settings {
-    /// Decide from the flags, the configuration, the store's active package
-    /// (`flashed`) and the settings saved over the link.
-    pub fn resolve(over: &Overrides, cfg: &Config, flashed: Option<PathBuf>, saved: &Saved) -> Self {
-        let model = match (&over.model, flashed, over.sim) {
-            (Some(p), _, _) => ModelSource::Given(p.clone()),
-            (None, Some(p), _) => ModelSource::Flashed(p),
-            (None, None, true) => ModelSource::Demo,
-            (None, None, false) => ModelSource::Configured(cfg.model.path.clone()),
-        };
+    /// Decide from the flags, the configuration, the store's uploads (`flashed`, best
+    /// first) and the settings saved over the link.
+    pub fn resolve(over: &Overrides, cfg: &Config, flashed: Vec<PathBuf>, saved: &Saved) -> Self {
+        let mut models: Vec<ModelSource> = over.model.iter().cloned().map(ModelSource::Given).collect();
+        models.extend(flashed.into_iter().map(ModelSource::Flashed));
+        models.push(if over.sim {
+            ModelSource::Demo
+        } else {
+            ModelSource::Configured(cfg.model.path.clone())
+        });
         let serial = match (&over.serial, &cfg.serial) {
             (Some(port), _) => Some((port.clone(), over.baud)),
             (None, Some(s)) => Some((s.port.clone(), s.baud)),
@@ -109,7 +111,7 @@ impl Settings {
             };
         let f = &cfg.fail_safe;
         Self {
-            model,
+            models,
             serial,
             limits: RunLimits { parts: over.parts.or(over.sim.then_some(SIM_PARTS)) },
             timing,
@@ -144,28 +146,45 @@ mod tests {
     }
 
     fn resolve(over: &Overrides, flashed: Option<&str>, saved: &Saved) -> Settings {
-        Settings::resolve(over, &config(), flashed.map(PathBuf::from), saved)
+        Settings::resolve(over, &config(), flashed.into_iter().map(PathBuf::from).collect(), saved)
     }
 
     #[test]
     fn a_given_model_beats_the_flashed_one_which_beats_the_configured_one() {
         let none = Saved::default();
         let given = Overrides { model: Some("try.kpkg".into()), ..Default::default() };
-        assert_eq!(resolve(&given, Some("slot-a.kpkg"), &none).model, ModelSource::Given("try.kpkg".into()));
+        assert_eq!(
+            resolve(&given, Some("slot-a.kpkg"), &none).models[0],
+            ModelSource::Given("try.kpkg".into())
+        );
         let plain = Overrides::default();
         assert_eq!(
-            resolve(&plain, Some("slot-a.kpkg"), &none).model,
+            resolve(&plain, Some("slot-a.kpkg"), &none).models[0],
             ModelSource::Flashed("slot-a.kpkg".into())
         );
         assert_eq!(
-            resolve(&plain, None, &none).model,
-            ModelSource::Configured("/etc/kensa/model.kpkg".into())
+            resolve(&plain, None, &none).models,
+            [ModelSource::Configured("/etc/kensa/model.kpkg".into())]
         );
         let sim = Overrides { sim: true, ..Default::default() };
-        assert_eq!(resolve(&sim, None, &none).model, ModelSource::Demo);
+        assert_eq!(resolve(&sim, None, &none).models, [ModelSource::Demo]);
         assert_eq!(
-            resolve(&sim, Some("slot-b.kpkg"), &none).model,
+            resolve(&sim, Some("slot-b.kpkg"), &none).models[0],
             ModelSource::Flashed("slot-b.kpkg".into())
+        );
+    }
+
+    #[test]
+    fn a_model_that_does_not_load_falls_back_to_the_other_slot_then_the_installed_one() {
+        let flashed = vec![PathBuf::from("slot-b.kpkg"), PathBuf::from("slot-a.kpkg")];
+        let s = Settings::resolve(&Overrides::default(), &config(), flashed, &Saved::default());
+        assert_eq!(
+            s.models,
+            [
+                ModelSource::Flashed("slot-b.kpkg".into()),
+                ModelSource::Flashed("slot-a.kpkg".into()),
+                ModelSource::Configured("/etc/kensa/model.kpkg".into()),
+            ]
         );
     }
 

@@ -11,11 +11,13 @@ use std::collections::VecDeque;
 use embedded_hal::digital::OutputPin;
 use image::{DynamicImage, RgbImage};
 use kensa_shared::verdict::{Verdict, decide};
+pub use kensa_shared::wire::Alarm;
 
 use crate::actuator::{Pusher, Signal};
 use crate::camera::{Frame, FrameError};
 use crate::clock::Clock;
 use crate::config::Uninspected;
+use crate::permit::RunPermit;
 use crate::schedule::{Outcome, RejectScheduler};
 
 /// Scores a part image.
@@ -24,6 +26,20 @@ pub trait Inspector {
     fn score(&mut self, image: &DynamicImage) -> Result<f32, String>;
     /// NG when `score ≥ threshold`.
     fn threshold(&self) -> f32;
+
+    /// Take a model that arrived meanwhile (called between parts, also when no frame
+    /// comes).
+    fn refresh(&mut self) {}
+
+    /// Why there is no model to score with, when there is none.
+    fn missing(&self) -> Option<String> {
+        None
+    }
+
+    /// The measured per-part latency on this box (µs), when known.
+    fn latency_p99_us(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Why a part has no usable score. Every fault makes the part uninspected, and the
@@ -119,6 +135,22 @@ pub struct PartResult {
     pub truth: Option<bool>,
     /// Thumbnail of a part that was not judged OK (NG, or uninspected with a frame).
     pub thumbnail: Option<RgbImage>,
+    /// Why it was not passed: the score against the threshold, the fault, a decision
+    /// after its reject slot. Empty for a part judged OK in time.
+    pub reason: String,
+}
+
+/// Whether a belt delay of `delay_us` leaves a model of measured `p99_us` latency
+/// `margin_us` beyond it; the alarm naming the numbers when not.
+pub fn delay_fits(delay_us: u64, p99_us: Option<u64>, margin_us: u64) -> Result<(), Alarm> {
+    match p99_us {
+        Some(p99) if delay_us < p99 + margin_us => Err(Alarm::DelayTooShort {
+            delay_ms: delay_us as f32 / 1e3,
+            p99_ms: p99 as f32 / 1e3,
+            margin_ms: margin_us as f32 / 1e3,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Running totals, as the link reports them. The station counts everything but
@@ -137,10 +169,23 @@ pub struct Station<P, C> {
     policy: Uninspected,
     counters: Counters,
     recent: VecDeque<PartResult>,
-    line_stopped: bool,
+    /// What holds the line stopped; the run permit is on only while this is empty.
+    alarms: Vec<Alarm>,
+    /// The run-permit (line-OK) output.
+    permit: Option<RunPermit>,
+    /// An output raised while the line is stopped (a lamp, or a controller that wants a
+    /// stop signal as well as the permit).
     line_stop: Option<Box<dyn Signal>>,
+    latency: Latency,
     /// The latest part that came with a frame, thumbnail kept whatever its verdict.
     last_seen: Option<PartResult>,
+}
+
+/// The model's measured latency and the margin the belt delay must leave beyond it (µs).
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    p99_us: Option<u64>,
+    margin_us: u64,
 }
 
 impl<P: OutputPin, C: Clock> Station<P, C> {
@@ -161,8 +206,10 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
             policy,
             counters: Counters::default(),
             recent: VecDeque::with_capacity(RECENT),
-            line_stopped: false,
+            alarms: Vec::new(),
+            permit: None,
             line_stop: None,
+            latency: Latency::default(),
             last_seen: None,
         }
     }
@@ -171,15 +218,102 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
     /// watches).
     pub fn with_line_stop(mut self, output: Box<dyn Signal>) -> Self {
         self.line_stop = Some(output);
+        self.drive_outputs();
         self
     }
 
-    fn drive_line_stop(&mut self, on: bool) {
-        if let Some(out) = &mut self.line_stop
-            && let Err(e) = out.set(on)
-        {
-            tracing::error!("line-stop output failed to switch {}: {e}", if on { "on" } else { "off" });
+    /// Drive `permit` (the line-OK output) on while no alarm holds the line.
+    pub fn with_run_permit(mut self, permit: RunPermit) -> Self {
+        self.permit = Some(permit);
+        self.drive_outputs();
+        self
+    }
+
+    /// Require the belt delay to exceed the model's measured latency by `margin_us`.
+    pub fn with_latency_margin(mut self, margin_us: u64) -> Self {
+        self.latency.margin_us = margin_us;
+        self
+    }
+
+    /// Carry on counting from `counters` (a pipeline restart keeps the totals).
+    pub fn with_counters(mut self, counters: Counters) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Hold the line stopped for `alarm` (replacing one of the same kind).
+    pub fn raise(&mut self, alarm: Alarm) {
+        let kind = std::mem::discriminant(&alarm);
+        match self.alarms.iter_mut().find(|a| std::mem::discriminant(*a) == kind) {
+            Some(a) if *a == alarm => return,
+            Some(a) => *a = alarm,
+            None => {
+                let was_running = self.alarms.is_empty();
+                tracing::error!("line stopped: {alarm}");
+                self.alarms.push(alarm);
+                if was_running {
+                    self.counters.line_stops += 1;
+                }
+            }
         }
+        self.drive_outputs();
+    }
+
+    /// End the alarms `which` selects; the line runs again when none is left.
+    pub fn clear(&mut self, which: impl Fn(&Alarm) -> bool) {
+        let before = self.alarms.len();
+        self.alarms.retain(|a| {
+            let gone = which(a);
+            if gone {
+                tracing::warn!("alarm cleared: {a}");
+            }
+            !gone
+        });
+        if self.alarms.len() != before {
+            if self.alarms.is_empty() {
+                tracing::warn!("no alarm left: the run permit is on");
+            }
+            self.drive_outputs();
+        }
+    }
+
+    /// What holds the line stopped, oldest first.
+    pub fn alarms(&self) -> &[Alarm] {
+        &self.alarms
+    }
+
+    /// Whether the line may run: no alarm, no latched stop.
+    pub fn run_permit(&self) -> bool {
+        self.alarms.is_empty()
+    }
+
+    fn drive_outputs(&mut self) {
+        let run = self.alarms.is_empty();
+        let now = self.clock.now_us();
+        if let Some(p) = &mut self.permit {
+            p.set(run, now);
+        }
+        if let Some(out) = &mut self.line_stop
+            && let Err(e) = out.set(!run)
+        {
+            tracing::error!("line-stop output failed to switch {}: {e}", if run { "off" } else { "on" });
+        }
+    }
+
+    /// The model now in force measured `p99_us` per part (`None`: not measured); a belt
+    /// delay that leaves less than the margin beyond it holds the line.
+    pub fn set_latency(&mut self, p99_us: Option<u64>) {
+        self.latency.p99_us = p99_us;
+        match self.delay_fits(self.scheduler.timing().delay_us) {
+            Ok(()) => self.clear(|a| matches!(a, Alarm::DelayTooShort { .. })),
+            Err(a) => self.raise(a),
+        }
+    }
+
+    /// Whether a belt delay of `delay_us` leaves the model its measured p99 latency plus
+    /// the margin; the alarm to raise, naming both numbers, when not.
+    pub fn delay_fits(&self, delay_us: u64) -> Result<(), Alarm> {
+        delay_fits(delay_us, self.latency.p99_us, self.latency.margin_us)
     }
 
     /// Decide on the part captured at `captured_us` and act on it.
@@ -192,6 +326,13 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
                 (Some(s), v, fault)
             }
             Err(fault) => (None, Verdict::Uninspected, Some(fault)),
+        };
+        let mut reason = match (&fault, score) {
+            (Some(f), _) => f.to_string(),
+            (None, Some(s)) if verdict == Verdict::Ng => {
+                format!("score {s:.3} >= threshold {:.3}", self.threshold)
+            }
+            _ => String::new(),
         };
         let now = self.clock.now_us();
         self.counters.parts += 1;
@@ -207,9 +348,14 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         };
         let action = if reject {
             match self.scheduler.reject(captured_us, now) {
-                Outcome::Late { .. } => {
+                Outcome::Late { due_us } => {
                     self.counters.late += 1;
-                    self.stop_line()
+                    let late = format!(
+                        "part {part} decided {:.0} ms after its reject slot",
+                        now.saturating_sub(due_us) as f64 / 1e3
+                    );
+                    reason = if reason.is_empty() { late } else { format!("{reason}; {late}") };
+                    self.stop_line(&reason)
                 }
                 o => {
                     self.counters.rejects += 1;
@@ -220,7 +366,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
                 }
             }
         } else if verdict == Verdict::Uninspected {
-            self.stop_line()
+            self.stop_line(&format!("part {part} uninspected: {reason}"))
         } else {
             Action::Pass
         };
@@ -236,6 +382,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
             fault,
             truth,
             thumbnail,
+            reason,
         };
         if seen.is_some() {
             self.last_seen = Some(PartResult { thumbnail: seen, ..r.clone() });
@@ -247,21 +394,35 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         r
     }
 
-    /// A part that must leave the belt and cannot be pushed: stop the line.
-    fn stop_line(&mut self) -> Action {
-        if !self.line_stopped {
-            self.counters.line_stops += 1;
-            tracing::error!("raising line stop: a part could not be inspected or rejected in time");
-            self.drive_line_stop(true);
+    /// A part that must leave the belt and cannot be pushed: stop the line (latched
+    /// until a technician clears it; the first reason is kept).
+    fn stop_line(&mut self, why: &str) -> Action {
+        if !self.alarms.iter().any(|a| matches!(a, Alarm::LineStopped(_))) {
+            self.raise(Alarm::LineStopped(why.to_string()));
         }
-        self.line_stopped = true;
         Action::StopLine
     }
 
-    /// Fire the pusher edges due now (returned); call often (at least every millisecond).
+    /// Fire the pusher edges due now (returned) and keep the heartbeat going; call often
+    /// (at least every millisecond). A stroke that starts later than half its width
+    /// after its time has missed its part (the box stalled): the line stops.
     pub fn tick(&mut self) -> Result<Vec<crate::schedule::Edge>, P::Error> {
         let now = self.clock.now_us();
-        self.pusher.drive(&mut self.scheduler, now)
+        if let Some(p) = &mut self.permit {
+            p.tick(now);
+        }
+        let edges = self.pusher.drive(&mut self.scheduler, now)?;
+        // Judged by when the output switched, not when this tick began.
+        let switched = self.clock.now_us();
+        let tolerance = self.scheduler.timing().width_us / 2;
+        if let Some(e) = edges.iter().find(|e| e.high && switched.saturating_sub(e.at_us) > tolerance) {
+            let why = format!(
+                "a reject stroke started {:.0} ms after its time: the box stalled",
+                (switched - e.at_us) as f64 / 1e3
+            );
+            self.stop_line(&why);
+        }
+        Ok(edges)
     }
 
     /// When `tick` next has work (µs), if any pulse is planned.
@@ -269,15 +430,15 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
         self.scheduler.next_deadline()
     }
 
-    /// Whether the line-stop is raised (cleared by an operator through diagnostics).
+    /// Whether the line is stopped (the run permit off), latched or by an alarm.
     pub fn line_stopped(&self) -> bool {
-        self.line_stopped
+        !self.run_permit()
     }
 
-    /// Clear the line-stop.
+    /// Clear a latched line stop (the technician checked the line); alarms whose cause
+    /// lasts keep the line stopped.
     pub fn clear_line_stop(&mut self) {
-        self.line_stopped = false;
-        self.drive_line_stop(false);
+        self.clear(|a| matches!(a, Alarm::LineStopped(_)));
     }
 
     /// Reject timing in force.
@@ -286,8 +447,10 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
     }
 
     /// Time rejects of parts decided from now on with `timing` (set over the diagnostics
-    /// link); strokes already planned keep theirs.
-    pub fn set_reject_timing(&mut self, timing: crate::schedule::BeltTiming) {
+    /// link); strokes already planned keep theirs. A delay too short for the model's
+    /// measured latency is refused.
+    pub fn set_reject_timing(&mut self, timing: crate::schedule::BeltTiming) -> Result<(), Alarm> {
+        self.delay_fits(timing.delay_us)?;
         let old = self.scheduler.timing();
         tracing::warn!(
             from_delay_us = old.delay_us,
@@ -297,6 +460,8 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
             "reject timing changed"
         );
         self.scheduler.set_timing(timing);
+        self.clear(|a| matches!(a, Alarm::DelayTooShort { .. }));
+        Ok(())
     }
 
     /// The decision threshold in force.
@@ -472,10 +637,10 @@ mod tests {
             Err(FrameError::Lost { device: "/dev/video0".into(), reason: "gone".into() }),
         );
         let levels = |p: &SimPin<_>| p.log().lock().unwrap().iter().map(|e| e.1).collect::<Vec<_>>();
-        assert_eq!(levels(&relay), vec![false, true]);
+        assert_eq!(levels(&relay)[1..], [false, true]);
         st.clear_line_stop();
         assert!(!st.line_stopped());
-        assert_eq!(levels(&relay), vec![false, true, false]);
+        assert_eq!(levels(&relay)[1..], [false, true, false]);
     }
 
     #[test]

@@ -221,6 +221,19 @@ impl Store {
         p.is_file().then_some((slot, p))
     }
 
+    /// The uploads to try, best first: the active slot, then the other one (an upload
+    /// from before, kept as the fallback when the active one no longer loads). None
+    /// while no upload was ever made active: a slot written by a commit that did not
+    /// finish must not run.
+    pub fn slots_to_try(&self) -> Vec<(Slot, PathBuf)> {
+        let Some(first) = self.marked("active") else { return Vec::new() };
+        [first, first.other()]
+            .into_iter()
+            .map(|s| (s, self.slot_path(s)))
+            .filter(|(_, p)| p.is_file())
+            .collect()
+    }
+
     /// The active upload, if one was ever made active.
     pub fn active(&self) -> Option<PathBuf> {
         self.active_slot().map(|(_, p)| p)
@@ -237,6 +250,16 @@ impl Store {
         fs::remove_file(&marker).map_err(io(&marker))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
         Ok(slot.map(|s| (s, self.slot_path(s))).filter(|(_, p)| p.is_file()))
+    }
+
+    /// Firmware: make no slot active (the installed firmware runs again).
+    pub fn clear_active(&self) -> Result<(), StoreError> {
+        let marker = self.path("active");
+        match fs::remove_file(&marker) {
+            Ok(()) => File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&marker)(e)),
+        }
     }
 
     /// Firmware: make `slot` active (it passed its trial).
@@ -490,7 +513,19 @@ mod tests {
         upload(&mut s, &pkg2);
         let b = s.commit(|_| Ok(())).unwrap();
         assert!(b.ends_with("slot-b.kpkg"));
-        assert_eq!(fs::read(a).unwrap(), pkg, "the previous package is kept");
+        assert_eq!(fs::read(&a).unwrap(), pkg, "the previous package is kept");
+        // The active one first, the one before it as the fallback.
+        let tried: Vec<Slot> = s.slots_to_try().into_iter().map(|(slot, _)| slot).collect();
+        assert_eq!(tried, [Slot::B, Slot::A]);
+    }
+
+    #[test]
+    fn a_slot_never_made_active_is_not_tried() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        // A commit killed after writing its slot, before the `active` pointer.
+        fs::write(d.path().join("slot-a.kpkg"), b"package").unwrap();
+        assert!(s.slots_to_try().is_empty());
     }
 
     #[test]

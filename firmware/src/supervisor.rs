@@ -78,10 +78,50 @@ pub struct Firmware {
     pub trial: bool,
 }
 
+/// How a daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it (its number).
+    Signal(i32),
+}
+
+impl Exit {
+    /// Whether it ended as asked (0) or to be started again ([`RESTART_EXIT`]).
+    fn orderly(self) -> bool {
+        matches!(self, Exit::Code(0)) || self == Exit::Code(i32::from(RESTART_EXIT))
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Exit::Code(c) => write!(f, "exited with code {c}"),
+            Exit::Signal(n) => {
+                let name = match n {
+                    1 => "SIGHUP",
+                    2 => "SIGINT",
+                    4 => "SIGILL",
+                    6 => "SIGABRT",
+                    7 => "SIGBUS",
+                    8 => "SIGFPE",
+                    9 => "SIGKILL",
+                    11 => "SIGSEGV",
+                    13 => "SIGPIPE",
+                    15 => "SIGTERM",
+                    _ => "signal",
+                };
+                write!(f, "was killed by signal {n} ({name})")
+            }
+        }
+    }
+}
+
 /// A running daemon.
 pub trait Child {
-    /// `Some(exit code)` once it has exited (`None` inside: killed by a signal).
-    fn exited(&mut self) -> Option<Option<i32>>;
+    /// How it ended, once it has.
+    fn exited(&mut self) -> Option<Exit>;
     /// Whether it has reported healthy.
     fn healthy(&mut self) -> bool;
     /// Ask it to stop; kill it if it has not within a grace period.
@@ -94,6 +134,9 @@ pub trait Launcher {
     type Child: Child;
     /// Start `firmware`.
     fn start(&mut self, firmware: &Firmware) -> std::io::Result<Self::Child>;
+
+    /// No daemon runs (it exited, or has not started yet): hold the line's outputs safe.
+    fn idle(&mut self) {}
 }
 
 /// What happened, for the log and for tests.
@@ -110,12 +153,12 @@ pub enum Event {
         /// Why.
         why: String,
     },
-    /// A daemon exited by itself (`None`: killed by a signal).
+    /// A daemon exited by itself.
     Exited {
         /// Its slot.
         slot: FirmwareImage,
-        /// Exit code.
-        code: Option<i32>,
+        /// How.
+        exit: Exit,
     },
     /// A daemon could not be started.
     StartFailed {
@@ -137,6 +180,23 @@ pub struct Supervisor<L, C> {
     pub health_timeout_us: u64,
     /// Wait before restarting a daemon that exited on its own (doubles up to 30 s).
     pub backoff_us: u64,
+    /// Least time a trial firmware runs, healthy, before it is promoted.
+    pub trial_min_us: u64,
+    /// A promoted firmware that fails [`CRASH_LOOP`] times within this long after its
+    /// promotion goes back to the firmware before it.
+    pub crash_window_us: u64,
+}
+
+/// Failures within [`Supervisor::crash_window_us`] that count as a crash loop.
+pub const CRASH_LOOP: usize = 3;
+
+/// A firmware promoted in this session: when, and what ran before it.
+#[derive(Debug, Clone, Copy)]
+struct Promotion {
+    slot: crate::store::Slot,
+    at_us: u64,
+    before: Option<crate::store::Slot>,
+    failures: usize,
 }
 
 const POLL_US: u64 = 100_000;
@@ -146,7 +206,16 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
     /// Supervise daemons from the firmware `store`; `installed` is the firmware the box
     /// was set up with, run while nothing flashed is active.
     pub fn new(store: Store, installed: PathBuf, launcher: L, clock: C, health_timeout_us: u64) -> Self {
-        Self { store, installed, launcher, clock, health_timeout_us, backoff_us: 1_000_000 }
+        Self {
+            store,
+            installed,
+            launcher,
+            clock,
+            health_timeout_us,
+            backoff_us: 1_000_000,
+            trial_min_us: 0,
+            crash_window_us: 600_000_000,
+        }
     }
 
     fn installed(&self) -> Firmware {
@@ -171,11 +240,14 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
     pub fn run(&mut self, stop: &AtomicBool, mut on_event: impl FnMut(&Event)) {
         let mut backoff = self.backoff_us;
         let mut fallback = false;
+        let mut promoted: Option<Promotion> = None;
+        self.launcher.idle();
         while !stop.load(Ordering::Relaxed) {
             let firmware = if std::mem::take(&mut fallback) { self.installed() } else { self.next() };
             let mut child = match self.launcher.start(&firmware) {
                 Ok(c) => c,
                 Err(e) => {
+                    self.launcher.idle();
                     let why = e.to_string();
                     on_event(&Event::StartFailed { slot: firmware.slot, why: why.clone() });
                     if firmware.trial {
@@ -194,42 +266,51 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
             loop {
                 if stop.load(Ordering::Relaxed) {
                     child.stop();
+                    self.launcher.idle();
                     return;
                 }
-                if let Some(code) = child.exited() {
+                if let Some(exit) = child.exited() {
+                    self.launcher.idle();
                     if on_trial {
-                        let why = match code {
-                            Some(c) => format!("exited with code {c} before reporting healthy"),
-                            None => "was killed before reporting healthy".into(),
-                        };
+                        let why = format!("{exit} before its trial ended");
                         on_event(&Event::RolledBack { slot: firmware.slot, why });
                     } else {
-                        on_event(&Event::Exited { slot: firmware.slot, code });
+                        on_event(&Event::Exited { slot: firmware.slot, exit });
+                        if !exit.orderly() && self.crash_looped(&mut promoted, firmware.slot, &mut on_event) {
+                            backoff = self.backoff_us;
+                            break;
+                        }
                         if self.clock.now_us() - started > 2 * MAX_BACKOFF_US {
                             backoff = self.backoff_us;
                         }
-                        if code != Some(i32::from(RESTART_EXIT)) {
+                        if exit != Exit::Code(i32::from(RESTART_EXIT)) {
                             self.pause(stop, &mut backoff);
                         }
                     }
                     break;
                 }
                 if on_trial {
-                    if child.healthy() {
-                        let promoted = match firmware.slot {
-                            FirmwareImage::Slot(slot) => self.store.promote(slot),
+                    let ran = self.clock.now_us() - started;
+                    if child.healthy() && ran >= self.trial_min_us {
+                        let before = self.store.active_slot().map(|(s, _)| s);
+                        let done = match firmware.slot {
+                            FirmwareImage::Slot(slot) => self.store.promote(slot).map(|()| {
+                                promoted =
+                                    Some(Promotion { slot, at_us: self.clock.now_us(), before, failures: 0 });
+                            }),
                             FirmwareImage::Installed => Ok(()), // never on trial
                         };
-                        match promoted {
+                        match done {
                             Ok(()) => on_event(&Event::Promoted(firmware.slot)),
                             Err(e) => tracing::error!("firmware store: {e}"),
                         }
                         on_trial = false;
-                    } else if self.clock.now_us() - started > self.health_timeout_us {
+                    } else if ran > self.health_timeout_us.max(self.trial_min_us) {
                         child.stop();
+                        self.launcher.idle();
                         let why = format!(
                             "did not report healthy within {:.0} s",
-                            self.health_timeout_us as f64 / 1e6
+                            self.health_timeout_us.max(self.trial_min_us) as f64 / 1e6
                         );
                         on_event(&Event::RolledBack { slot: firmware.slot, why });
                         break;
@@ -239,6 +320,40 @@ impl<L: Launcher, C: Clock> Supervisor<L, C> {
                 self.clock.sleep_until(now + POLL_US);
             }
         }
+    }
+
+    /// A failure of `slot`: when it is the firmware promoted in this session and has now
+    /// failed [`CRASH_LOOP`] times within the window after its promotion, make the
+    /// firmware before it active again and say so.
+    fn crash_looped(
+        &mut self,
+        promoted: &mut Option<Promotion>,
+        slot: FirmwareImage,
+        on_event: &mut impl FnMut(&Event),
+    ) -> bool {
+        let Some(p) = promoted.as_mut().filter(|p| FirmwareImage::Slot(p.slot) == slot) else { return false };
+        if self.clock.now_us() - p.at_us > self.crash_window_us {
+            return false;
+        }
+        p.failures += 1;
+        if p.failures < CRASH_LOOP {
+            return false;
+        }
+        let back = match p.before {
+            Some(before) => self.store.promote(before),
+            None => self.store.clear_active(),
+        };
+        if let Err(e) = back {
+            tracing::error!("firmware store: {e}");
+            return false;
+        }
+        let why = format!(
+            "failed {CRASH_LOOP} times within {:.0} s of its promotion",
+            self.crash_window_us as f64 / 1e6
+        );
+        on_event(&Event::RolledBack { slot, why });
+        *promoted = None;
+        true
     }
 
     fn pause(&self, stop: &AtomicBool, backoff: &mut u64) {
@@ -316,13 +431,29 @@ impl Supervised {
     }
 }
 
+/// An output the supervisor holds off while no daemon runs (the run permit), and lets
+/// go before starting one, which then claims it.
+pub trait HoldOff: Send {
+    /// Claim the output and drive it off.
+    fn hold(&mut self);
+    /// Let it go.
+    fn release(&mut self);
+}
+
 /// Real daemons: child processes with the supervisor's own arguments.
-#[derive(Debug)]
 pub struct Processes {
     /// Arguments passed to every daemon.
     pub args: Vec<OsString>,
     /// The health file.
     pub health: PathBuf,
+    /// The run permit, held off between daemons.
+    pub hold: Option<Box<dyn HoldOff>>,
+}
+
+impl std::fmt::Debug for Processes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processes").field("args", &self.args).field("health", &self.health).finish()
+    }
 }
 
 /// A daemon process.
@@ -337,6 +468,9 @@ impl Launcher for Processes {
     type Child = Process;
 
     fn start(&mut self, firmware: &Firmware) -> std::io::Result<Process> {
+        if let Some(h) = &mut self.hold {
+            h.release();
+        }
         let _ = std::fs::remove_file(&self.health);
         let mut child = Command::new(&firmware.path)
             .args(&self.args)
@@ -350,14 +484,23 @@ impl Launcher for Processes {
         let stdin = child.stdin.take();
         Ok(Process { child, stdin, health: self.health.clone() })
     }
+
+    fn idle(&mut self) {
+        if let Some(h) = &mut self.hold {
+            h.hold();
+        }
+    }
 }
 
 impl Child for Process {
-    fn exited(&mut self) -> Option<Option<i32>> {
+    fn exited(&mut self) -> Option<Exit> {
+        use std::os::unix::process::ExitStatusExt;
         match self.child.try_wait() {
-            Ok(Some(status)) => Some(status.code()),
+            Ok(Some(status)) => {
+                Some(status.code().map_or(Exit::Signal(status.signal().unwrap_or(0)), Exit::Code))
+            }
             Ok(None) => None,
-            Err(_) => Some(None),
+            Err(_) => Some(Exit::Signal(0)),
         }
     }
 
@@ -409,12 +552,12 @@ mod tests {
     }
 
     impl Child for Fake {
-        fn exited(&mut self) -> Option<Option<i32>> {
+        fn exited(&mut self) -> Option<Exit> {
             if self.clock.now_us() >= BUDGET_US {
                 self.stop.store(true, Ordering::Relaxed);
             }
             let t = self.clock.now_us() - self.started;
-            self.script.exit_at.filter(|(at, _)| t >= *at).map(|(_, code)| Some(code))
+            self.script.exit_at.filter(|(at, _)| t >= *at).map(|(_, code)| Exit::Code(code))
         }
 
         fn healthy(&mut self) -> bool {
@@ -547,19 +690,62 @@ mod tests {
         let crash = Script { healthy_at: Some(1), exit_at: Some((100_000, 2)) };
         let restart = Script { healthy_at: Some(1), exit_at: Some((100_000, i32::from(RESTART_EXIT))) };
         let (events, _) = supervise(store, vec![("installed", [restart, crash, crash, HEALTHY].into())]);
-        let exits: Vec<Option<i32>> = events
+        let exits: Vec<Exit> = events
             .iter()
             .filter_map(|(_, e)| match e {
-                Event::Exited { code, .. } => Some(*code),
+                Event::Exited { exit, .. } => Some(*exit),
                 _ => None,
             })
             .collect();
-        assert_eq!(exits, [Some(75), Some(2), Some(2)]);
+        assert_eq!(exits, [Exit::Code(75), Exit::Code(2), Exit::Code(2)]);
         let starts: Vec<u64> =
             events.iter().filter(|(_, e)| matches!(e, Event::Started(_))).map(|(t, _)| *t).collect();
         let gaps: Vec<u64> = starts.windows(2).map(|w| (w[1] - w[0]) / 100_000).collect();
         // Each daemon ran 0.1 s; then no pause (asked to restart), 1 s, 2 s.
         assert_eq!(gaps, [1, 11, 21]);
+    }
+
+    #[test]
+    fn a_trial_is_promoted_only_after_its_minimum_time_and_a_crash_loop_after_goes_back() {
+        let d = tempfile::tempdir().unwrap();
+        let store = flashed(d.path(), b"new firmware");
+        // Healthy at 2 s; then, once promoted, it fails every 0.5 s.
+        let trial =
+            Script { healthy_at: Some(2_000_000), exit_at: Some((8_000_000, i32::from(RESTART_EXIT))) };
+        let crashing = Script { healthy_at: Some(1), exit_at: Some((500_000, 101)) };
+        let clock = ManualClock::default();
+        let stop = Rc::new(AtomicBool::new(false));
+        let stopped = Rc::new(RefCell::new(Vec::new()));
+        let scripts = vec![("a", [trial, crashing].into()), ("installed", [HEALTHY].into())];
+        let fakes = Fakes { clock: clock.clone(), scripts, stopped, stop: Rc::clone(&stop) };
+        let mut sup = Supervisor::new(store, "/usr/bin/kensa-fw".into(), fakes, clock.clone(), 10_000_000);
+        sup.trial_min_us = 5_000_000;
+        sup.backoff_us = 100_000;
+        let mut events = Vec::new();
+        sup.run(&stop, |e| events.push((clock.now_us(), e.clone())));
+        let promoted = events.iter().find(|e| e.1 == Event::Promoted(FirmwareImage::Slot(Slot::A))).unwrap();
+        assert!(promoted.0 >= 5_000_000, "promoted at {} µs, before its minimum trial", promoted.0);
+        let back = events
+            .iter()
+            .position(|e| matches!(&e.1, Event::RolledBack { why, .. } if why.contains("of its promotion")))
+            .unwrap_or_else(|| panic!("no roll-back after a crash loop: {events:?}"));
+        let failures = events[..back]
+            .iter()
+            .filter(|e| matches!(e.1, Event::Exited { exit: Exit::Code(101), .. }))
+            .count();
+        assert_eq!(failures, CRASH_LOOP);
+        assert!(
+            matches!(&events[back + 1].1, Event::Started(f) if f.slot == FirmwareImage::Installed),
+            "{events:?}"
+        );
+        let store = Store::open_for(d.path(), Holds::Firmware).unwrap();
+        assert_eq!(store.active_slot(), None, "the firmware before it (the installed one) is active again");
+    }
+
+    #[test]
+    fn an_exit_names_the_signal() {
+        assert_eq!(Exit::Signal(9).to_string(), "was killed by signal 9 (SIGKILL)");
+        assert_eq!(Exit::Code(2).to_string(), "exited with code 2");
     }
 
     #[test]

@@ -261,6 +261,8 @@ mod tests {
                         score: 1.0,
                         verdict: Verdict::Ok,
                         latency_us: 1,
+                        action: kensa_shared::wire::PartAction::Pass,
+                        reason: String::new(),
                     });
                     // An event and a stale reply first: the client must keep the one and skip the other.
                     let noise =
@@ -286,7 +288,8 @@ mod tests {
                 Ok(Reply::Hello { protocol: *protocol })
             }
             RequestBody::Station(StationRequest::Status) => {
-                Ok(Reply::Status(Counters { ng: 2, ..Default::default() }))
+                let counters = Counters { ng: 2, ..Default::default() };
+                Ok(Reply::Status(kensa_shared::wire::Status { counters, ..Default::default() }))
             }
             RequestBody::Station(StationRequest::TestReject) => Ok(Reply::Done),
             // A box that breaks the protocol: a commit answered like a chunk.
@@ -300,8 +303,8 @@ mod tests {
         let (host, boxed) = pipe();
         let _box = fake_box(boxed, station);
         let mut c = Client::with_timeout(host, "pipe".into(), Duration::from_millis(200)).unwrap();
-        let counters: Counters = c.call(Status).unwrap();
-        assert_eq!(counters.ng, 2);
+        let status: kensa_shared::wire::Status = c.call(Status).unwrap();
+        assert_eq!(status.counters.ng, 2);
         c.call(TestReject).unwrap();
         let Some(Event::Inspection(i)) = c.next_event(Duration::from_millis(100)).unwrap() else {
             panic!("the events that came with the replies were lost")

@@ -10,8 +10,15 @@ use kensa_shared::wire::*;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).ok_or("usage: fuzz_seeds <corpus dir>")?);
     std::fs::create_dir_all(&dir)?;
-    let inspection =
-        Inspection { part: 42, captured_us: 1_000_000, score: 2.5, verdict: Verdict::Ng, latency_us: 61_000 };
+    let inspection = Inspection {
+        part: 42,
+        captured_us: 1_000_000,
+        score: 2.5,
+        verdict: Verdict::Ng,
+        latency_us: 61_000,
+        action: PartAction::Push,
+        reason: "score 2.500 >= threshold 1.500".into(),
+    };
     let requests: [RequestBody; 8] = [
         SessionRequest::Hello { protocol: PROTOCOL_VERSION }.into(),
         StationRequest::Info.into(),
@@ -32,7 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         BoxMessage::Reply { id: 2, body: Err(DeviceError::NoSession) },
         BoxMessage::Reply {
             id: 3,
-            body: Ok(Reply::Status(Counters { parts: 10, ok: 8, ng: 2, ..Default::default() })),
+            body: Ok(Reply::Status(Status {
+                counters: Counters { parts: 10, ok: 8, ng: 2, ..Default::default() },
+                run_permit: false,
+                alarms: vec![Alarm::CameraDown("/dev/video0: No such device".into())],
+            })),
         },
         BoxMessage::Reply {
             id: 4,

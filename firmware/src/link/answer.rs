@@ -5,13 +5,14 @@ use embedded_hal::digital::OutputPin;
 use kensa_shared::verdict::Verdict;
 use kensa_shared::wire::frame::MAX_PAYLOAD_LEN;
 use kensa_shared::wire::{
-    BoxInfo, Counters, DeviceError, Inspection, PROTOCOL_VERSION, PackageInfo, Reply, StationRequest,
-    Thumbnail,
+    BoxInfo, Counters, DeviceError, Inspection, PROTOCOL_VERSION, PackageInfo, PartAction, Reply,
+    StationRequest, Status, Thumbnail,
 };
 
 use super::Identity;
 use crate::clock::Clock;
-use crate::station::{PartResult, Station};
+use crate::schedule::Outcome;
+use crate::station::{Action, PartResult, Station};
 
 /// The wire record of a decision.
 pub(super) fn record(r: &PartResult) -> Inspection {
@@ -21,6 +22,12 @@ pub(super) fn record(r: &PartResult) -> Inspection {
         score: r.score.unwrap_or(f32::NAN),
         verdict: r.verdict,
         latency_us: r.decided_us.saturating_sub(r.captured_us).min(u32::MAX as u64) as u32,
+        action: match r.action {
+            Action::Pass => PartAction::Pass,
+            Action::Reject(Outcome::Late { .. }) | Action::StopLine => PartAction::StopLine,
+            Action::Reject(_) => PartAction::Push,
+        },
+        reason: r.reason.clone(),
     }
 }
 
@@ -65,7 +72,11 @@ pub fn answer<P: OutputPin, C: Clock>(
                 firmware_state: identity.firmware_state(),
             })))
         }
-        StationRequest::Status => Ok(Reply::Status(Counters { overruns, ..station.counters() })),
+        StationRequest::Status => Ok(Reply::Status(Status {
+            counters: Counters { overruns, ..station.counters() },
+            run_permit: station.run_permit(),
+            alarms: station.alarms().to_vec(),
+        })),
         StationRequest::SetThreshold(t) if t.is_finite() => {
             station.set_threshold(*t);
             Ok(Reply::Done)
@@ -74,7 +85,7 @@ pub fn answer<P: OutputPin, C: Clock>(
         StationRequest::SetReject { delay_ms, pulse_ms } => {
             let timing =
                 station.reject_timing().with_reject(*delay_ms, *pulse_ms).map_err(DeviceError::Failed)?;
-            station.set_reject_timing(timing);
+            station.set_reject_timing(timing).map_err(|a| DeviceError::Failed(format!("refused: {a}")))?;
             Ok(Reply::Done)
         }
         StationRequest::TestReject => {
@@ -150,8 +161,10 @@ mod tests {
                 Inspected { part: i as u64, truth: None, score: Ok(score), thumbnail: Some(thumb.clone()) };
             st.decide(clock.now_us(), part);
         }
-        let Ok(Reply::Status(c)) = answer(&mut st, &StationRequest::Status, &id, 4) else { panic!() };
+        let Ok(Reply::Status(s)) = answer(&mut st, &StationRequest::Status, &id, 4) else { panic!() };
+        let c = s.counters;
         assert_eq!((c.parts, c.ok, c.ng, c.rejects, c.overruns), (3, 2, 1, 1, 4));
+        assert!(s.run_permit && s.alarms.is_empty());
 
         assert_eq!(answer(&mut st, &StationRequest::SetThreshold(0.4), &id, 0), Ok(Reply::Done));
         st.decide(clock.now_us(), Inspected { part: 3, truth: None, score: Ok(0.5), thumbnail: None });

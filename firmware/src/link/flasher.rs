@@ -39,6 +39,8 @@ pub struct Flasher {
     uploading: Option<FlashTarget>,
     /// Reject timing in force, to check a new one against.
     timing: BeltTiming,
+    /// How much longer than a model's measured latency the belt delay must be (µs).
+    margin_us: u64,
 }
 
 impl Flasher {
@@ -51,7 +53,14 @@ impl Flasher {
         firmware: Option<FirmwareFlasher>,
         timing: BeltTiming,
     ) -> Self {
-        Self { store, trusted, swap, model, firmware, uploading: None, timing }
+        Self { store, trusted, swap, model, firmware, uploading: None, timing, margin_us: 0 }
+    }
+
+    /// Refuse a model, or a belt delay, that leaves less than `margin_us` beyond the
+    /// model's measured latency.
+    pub fn with_latency_margin(mut self, margin_us: u64) -> Self {
+        self.margin_us = margin_us;
+        self
     }
 
     /// The store the upload in progress goes to.
@@ -78,7 +87,11 @@ impl Flasher {
                 settings.threshold = Some(SavedThreshold { model, value });
             }
             StationRequest::SetReject { delay_ms, pulse_ms } => {
-                self.timing = self.timing.with_reject(delay_ms, pulse_ms).map_err(DeviceError::Failed)?;
+                let timing = self.timing.with_reject(delay_ms, pulse_ms).map_err(DeviceError::Failed)?;
+                let p99 = self.model.lock().ok().and_then(|m| m.latency_p99_us);
+                crate::station::delay_fits(timing.delay_us, p99, self.margin_us)
+                    .map_err(|a| DeviceError::Failed(format!("refused: {a}")))?;
+                self.timing = timing;
                 settings.reject = Some(SavedReject { delay_ms, pulse_ms });
             }
             _ => return Ok(false),
@@ -128,7 +141,10 @@ impl Flasher {
                         Signature::verify_detached(sig.as_ref(), bytes, trusted).map_err(firmware_trust)?;
                         crate::supervisor::check_binary(bytes, header)
                     })
-                    .map_err(failed)?;
+                    .map_err(|e| {
+                        tracing::error!("flashed firmware refused: {e}");
+                        failed(e)
+                    })?;
                 tracing::warn!("firmware flashed to {}: restarting into it on trial", path.display());
                 self.uploading = None;
                 Ok(Reply::Restarting)
@@ -136,19 +152,26 @@ impl Flasher {
             FlashRequest::Commit => {
                 let mut loaded = None;
                 let samples = self.store.samples();
+                let (timing, margin_us) = (self.timing, self.margin_us);
                 let path = self
                     .store
                     .commit(|bytes| {
                         let mut m = Model::from_bytes(bytes, "flashed package", &self.trusted)
                             .map_err(|e| e.to_string())?;
-                        m.self_test(&samples)?;
+                        let p99 = m.self_test(&samples)?;
+                        crate::station::delay_fits(timing.delay_us, Some(p99), margin_us).map_err(|a| {
+                            format!("the model cannot keep up with the belt on this box: {a}")
+                        })?;
                         loaded = Some(m);
                         Ok(())
                     })
-                    .map_err(failed)?;
+                    .map_err(|e| {
+                        tracing::error!("flashed model refused: {e}");
+                        failed(e)
+                    })?;
                 let m = loaded.expect("verified before commit");
                 let name = m.describe();
-                tracing::info!("flashed {} to {}", name, path.display());
+                tracing::warn!("flashed {} to {}: it runs from the next part", name, path.display());
                 if let Ok(mut active) = self.model.lock() {
                     let origin =
                         path.file_name().map_or("the store".into(), |n| n.to_string_lossy().into_owned());

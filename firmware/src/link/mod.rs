@@ -50,6 +50,8 @@ pub struct InForce {
     pub reject_saved: bool,
     /// Precision, export time, signer and where it was loaded from.
     pub package: PackageInfo,
+    /// Its latency on this box, as its self-test measured it (µs).
+    pub latency_p99_us: Option<u64>,
 }
 
 impl InForce {
@@ -71,7 +73,14 @@ impl InForce {
             threshold_saved,
             reject_saved,
             package,
+            latency_p99_us: m.latency_p99_us(),
         }
+    }
+
+    /// No model: none of the candidates loaded, for the reason `why`.
+    pub fn none(why: &str) -> Self {
+        let package = PackageInfo { origin: format!("none: {why}"), ..PackageInfo::default() };
+        Self { name: "none".into(), package, ..Self::default() }
     }
 }
 

@@ -7,15 +7,26 @@ use anyhow::{Context, Result};
 use kensa_shared::wire::endpoint::{
     ClearLineStop, Info, LastNg, Logs, Restart, SetReject, SetThreshold, Snapshot, Status, TestReject, Watch,
 };
-use kensa_shared::wire::{Event, FirmwareState, Inspection};
+use kensa_shared::wire::{Event, FirmwareState, Inspection, PartAction};
 
 use crate::cli::DiagAction as Action;
 use crate::link::Link;
 
+/// One part as the technician reads it: verdict, score, time, what was done and why.
 fn line(i: &Inspection) -> String {
     let verdict = i.verdict;
     let score = if i.score.is_nan() { "      -".into() } else { format!("{:7.3}", i.score) };
-    format!("part {:5}  {verdict:<11} score {score}  decided in {:6.1} ms", i.part, i.latency_us as f64 / 1e3)
+    let action = match i.action {
+        PartAction::Pass => "pass",
+        PartAction::Push => "pushed",
+        PartAction::StopLine => "LINE STOPPED",
+    };
+    let reason = if i.reason.is_empty() { String::new() } else { format!("  ({})", i.reason) };
+    format!(
+        "part {:5}  {verdict:<11} score {score}  decided in {:6.1} ms  {action}{reason}",
+        i.part,
+        i.latency_us as f64 / 1e3
+    )
 }
 
 fn save_thumbnail(t: &kensa_shared::wire::Thumbnail, path: &Path) -> Result<()> {
@@ -92,12 +103,13 @@ fn info(link: &mut Link) -> Result<()> {
         saved(i.reject_saved)
     );
     say!("uptime    {} s", i.uptime_s);
-    say!("line stop {}", if i.line_stopped { "RAISED" } else { "clear" });
+    say!("line      {}", if i.line_stopped { "STOPPED (see `kensa diag status`)" } else { "running" });
     Ok(())
 }
 
 fn status(link: &mut Link) -> Result<()> {
-    let c = link.call(Status)?;
+    let s = link.call(Status)?;
+    let c = s.counters;
     say!(
         "parts {}  OK {}  NG {}  uninspected {} (overruns {})  rejects {} (merged {})  late {}  line stops {}",
         c.parts,
@@ -110,6 +122,13 @@ fn status(link: &mut Link) -> Result<()> {
         c.late,
         c.line_stops
     );
+    say!("run permit {}", if s.run_permit { "ON: the line may run" } else { "OFF: the line is stopped" });
+    for a in &s.alarms {
+        say!("ALARM     {a}");
+    }
+    if s.alarms.iter().any(|a| matches!(a, kensa_shared::wire::Alarm::LineStopped(_))) {
+        say!("          check the line, then `kensa diag <port> clear-line-stop`");
+    }
     Ok(())
 }
 

@@ -5,8 +5,7 @@
 //! place a reply of the wrong kind is recognised (a box that breaks the protocol).
 
 use super::{
-    BoxInfo, Counters, FlashRequest, FlashTarget, Reply, RequestBody, SessionRequest, StationRequest,
-    Thumbnail,
+    BoxInfo, FlashRequest, FlashTarget, Reply, RequestBody, SessionRequest, StationRequest, Thumbnail,
 };
 
 /// A request and the answer it gets.
@@ -97,8 +96,8 @@ endpoint!(
     Info => Station StationRequest::Info, Reply::Info(i) => *i, BoxInfo
 );
 endpoint!(
-    /// Counters since the box started.
-    Status => Station StationRequest::Status, Reply::Status(c) => c, Counters
+    /// Counters since the box started, the run permit and the alarms holding the line.
+    Status => Station StationRequest::Status, Reply::Status(s) => s, super::Status
 );
 endpoint!(
     /// Fire the reject output once.
@@ -169,7 +168,11 @@ mod tests {
 
     #[test]
     fn each_endpoint_takes_its_own_reply_and_hands_back_any_other() {
-        assert_eq!(Status::reply(Reply::Status(Counters { ng: 3, ..Default::default() })).unwrap().ng, 3);
+        let status = super::super::Status {
+            counters: super::super::Counters { ng: 3, ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(Status::reply(Reply::Status(status)).unwrap().counters.ng, 3);
         assert_eq!(Status::reply(Reply::Done), Err(Box::new(Reply::Done)));
         assert_eq!(TestReject::reply(Reply::Done), Ok(()));
         assert_eq!(LastNg::reply(Reply::Snapshot(None)), Err(Box::new(Reply::Snapshot(None))));

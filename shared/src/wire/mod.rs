@@ -19,7 +19,7 @@ use crate::verdict::Verdict;
 /// Version of the message layout in this module. Bump on any change to a serialised type:
 /// `tests/wire_layout.rs` holds the bytes of every message kind per version and fails
 /// until it is bumped.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Largest `data` in one [`FlashRequest::Chunk`] (fits one frame with its header).
 pub const FLASH_CHUNK: usize = 4096;
@@ -175,7 +175,7 @@ pub enum Reply {
     /// bytes on the wire are the same).
     Info(Box<BoxInfo>),
     /// Answer to [`StationRequest::Status`].
-    Status(Counters),
+    Status(Status),
     /// The request was carried out and has nothing to report.
     Done,
     /// Answer to [`StationRequest::LastNg`]: `None` when fewer rejected parts are kept.
@@ -242,7 +242,7 @@ pub struct BoxInfo {
     pub threshold: f32,
     /// Frame source, as the daemon describes it.
     pub source: String,
-    /// Whether the line-stop output is raised.
+    /// Whether the line is stopped (the run permit off), latched or by an alarm.
     pub line_stopped: bool,
     /// Whether `threshold` is a saved override (set over the link) rather than the model's.
     pub threshold_saved: bool,
@@ -310,6 +310,58 @@ pub struct Counters {
     pub line_stops: u64,
 }
 
+/// Answer to [`StationRequest::Status`]: the totals, whether the line may run, and what
+/// holds it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Totals since start (kept across a pipeline restart).
+    pub counters: Counters,
+    /// Whether the run-permit output is on: no alarm, no latched stop.
+    pub run_permit: bool,
+    /// What holds the line stopped, oldest first.
+    pub alarms: Vec<Alarm>,
+}
+
+/// A condition that holds the line stopped (its run permit off) while it lasts.
+/// [`Alarm::LineStopped`] lasts until a technician clears it; the others until their
+/// cause is gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum Alarm {
+    /// The camera gives no frames: which one and why.
+    #[error("camera down: {0}")]
+    CameraDown(String),
+    /// No model could be loaded: why (flash one to repair the box).
+    #[error("no model: {0}")]
+    NoModel(String),
+    /// The belt delay does not leave the model time to decide.
+    #[error(
+        "belt delay {delay_ms:.0} ms is shorter than the model's p99 latency {p99_ms:.0} ms plus the \
+         {margin_ms:.0} ms margin"
+    )]
+    DelayTooShort {
+        /// Capture → pusher delay in force (ms).
+        delay_ms: f32,
+        /// The model's measured 99th-percentile latency (ms).
+        p99_ms: f32,
+        /// `fail_safe.latency_margin_ms`.
+        margin_ms: f32,
+    },
+    /// A part had to leave the belt and could not be pushed: why. Latched.
+    #[error("line stopped: {0}")]
+    LineStopped(String),
+}
+
+/// What was done with a part, physically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartAction {
+    /// Left on the belt (judged OK in time).
+    Pass,
+    /// Pushed off.
+    Push,
+    /// Could not be pushed in time: the line was stopped.
+    StopLine,
+}
+
 /// Unsolicited messages from the box.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
@@ -330,6 +382,11 @@ pub struct Inspection {
     pub verdict: Verdict,
     /// Capture-to-decision latency, µs.
     pub latency_us: u32,
+    /// What was done with it.
+    pub action: PartAction,
+    /// Why it was not passed (the score against the threshold, the fault, the late
+    /// decision); empty for a part judged OK in time.
+    pub reason: String,
 }
 
 #[cfg(test)]
@@ -368,7 +425,16 @@ mod tests {
             },
             BoxMessage::Reply {
                 id: 3,
-                body: Ok(Reply::Status(Counters { parts: u64::MAX, ng: 12, ..Counters::default() })),
+                body: Ok(Reply::Status(Status {
+                    counters: Counters { parts: u64::MAX, ng: 12, ..Counters::default() },
+                    run_permit: false,
+                    alarms: vec![
+                        Alarm::CameraDown("/dev/video0: No such device".into()),
+                        Alarm::NoModel("slot-a.kpkg is truncated".into()),
+                        Alarm::DelayTooShort { delay_ms: 20.0, p99_ms: 71.5, margin_ms: 50.0 },
+                        Alarm::LineStopped("part 7 decided 30 ms after its reject slot".into()),
+                    ],
+                })),
             },
             BoxMessage::Reply {
                 id: 4,
@@ -383,6 +449,8 @@ mod tests {
                         score: 3.5,
                         verdict: Verdict::Ng,
                         latency_us: 60_000,
+                        action: PartAction::Push,
+                        reason: "score 3.500 >= threshold 0.731".into(),
                     },
                     width: 64,
                     height: 64,
@@ -395,6 +463,8 @@ mod tests {
                 score: f32::NAN,
                 verdict: Verdict::Uninspected,
                 latency_us: 42_000,
+                action: PartAction::StopLine,
+                reason: "camera /dev/video0 lost".into(),
             })),
         ]
     }
@@ -551,15 +621,32 @@ mod tests {
         }
 
         fn inspection() -> impl Strategy<Value = Inspection> {
-            (any::<u64>(), any::<u64>(), any::<f32>(), verdict(), any::<u32>()).prop_map(
-                |(part, captured_us, score, verdict, latency_us)| Inspection {
+            let action =
+                prop_oneof![Just(PartAction::Pass), Just(PartAction::Push), Just(PartAction::StopLine)];
+            (any::<u64>(), any::<u64>(), any::<f32>(), verdict(), any::<u32>(), action, ".{0,40}").prop_map(
+                |(part, captured_us, score, verdict, latency_us, action, reason)| Inspection {
                     part,
                     captured_us,
                     score,
                     verdict,
                     latency_us,
+                    action,
+                    reason,
                 },
             )
+        }
+
+        fn alarm() -> impl Strategy<Value = Alarm> {
+            prop_oneof![
+                ".{0,40}".prop_map(Alarm::CameraDown),
+                ".{0,40}".prop_map(Alarm::NoModel),
+                any::<[f32; 3]>().prop_map(|[delay_ms, p99_ms, margin_ms]| Alarm::DelayTooShort {
+                    delay_ms,
+                    p99_ms,
+                    margin_ms
+                }),
+                ".{0,40}".prop_map(Alarm::LineStopped),
+            ]
         }
 
         fn target() -> impl Strategy<Value = FlashTarget> {
@@ -683,7 +770,9 @@ mod tests {
             let reply = prop_oneof![
                 any::<u16>().prop_map(|protocol| Reply::Hello { protocol }),
                 info.prop_map(|i| Reply::Info(Box::new(i))),
-                counters.prop_map(Reply::Status),
+                (counters, any::<bool>(), proptest::collection::vec(alarm(), 0..4)).prop_map(
+                    |(counters, run_permit, alarms)| Reply::Status(Status { counters, run_permit, alarms })
+                ),
                 Just(Reply::Done),
                 proptest::option::of(thumbnail()).prop_map(Reply::LastNg),
                 any::<u64>().prop_map(Reply::FlashOffset),

@@ -30,7 +30,7 @@ fn a_technician_sees_and_steers_a_running_box() {
 
     let info = diag(&line, &["info"]);
     assert!(info.contains("model     patchcore 256x256"), "{info}");
-    assert!(info.contains("synthetic conveyor") && info.contains("line stop clear"), "{info}");
+    assert!(info.contains("synthetic conveyor") && info.contains("line      running"), "{info}");
     // What runs, from where, and what the box accepts: the demo package, unsigned, any.
     let demo = kensa_shared::package::Package::from_bytes(
         &std::fs::read(kensa_e2e::repo_root().join("models/demo_brushed_metal.kpkg")).unwrap(),

@@ -28,6 +28,7 @@ fn the_firmware_imports_only_down_its_layers() {
         "schedule",
         "config",
         "actuator",
+        "permit",
         "camera",
         "store",
         "station",

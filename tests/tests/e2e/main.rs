@@ -3,6 +3,7 @@
 mod anomaly;
 mod backbone;
 mod diag;
+mod fail_safe;
 mod firmware;
 mod hil;
 mod layering;

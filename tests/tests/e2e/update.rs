@@ -100,6 +100,8 @@ fn firmware_is_flashed_on_trial_kept_when_healthy_and_rolled_back_when_not() {
     let supervised = |line: &SerialLine| {
         let mut cmd = box_command(line, &store);
         cmd.arg("--supervise").arg("--health-timeout").arg("30");
+        // Kept after 2 s and 3 scored parts on trial (a box in the field: 30 s, 10 parts).
+        cmd.args(["--trial-seconds", "2", "--trial-parts", "3"]);
         cmd.arg("--model").arg(p("signed.kpkg")).arg("--trust").arg(p("line3.pub"));
         cmd.env("KENSA_E2E_DAEMON", kensa_e2e::kensa_fw_path());
         Running(
@@ -151,7 +153,7 @@ fn firmware_is_flashed_on_trial_kept_when_healthy_and_rolled_back_when_not() {
     diag(&line, &["watch", "--count", "2"]);
     assert!(count(&diag(&line, &["status"]), "parts ") > parts, "inspecting again");
     let log = std::fs::read_to_string(p("supervisor.log")).unwrap();
-    assert!(log.contains("firmware b exited with code 1 before reporting healthy: rolled back"), "{log}");
+    assert!(log.contains("firmware b exited with code 1 before its trial ended: rolled back"), "{log}");
 
     // Power cut: the supervisor is killed outright and started again: build 1 still.
     drop(sup);

@@ -1,0 +1,202 @@
+//! The first promise, tried as a field engineer would, with the real `kensa-fw` and
+//! `kensa` over a pseudo-terminal: a part judged NG, or not inspected in time, is pushed
+//! or the line is stopped (the run permit off), and the box says why.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kensa_e2e::line::{SerialLine, count, diag};
+use kensa_e2e::{Running, kensa, kensa_fw, repo_root, tempdir};
+
+fn demo() -> PathBuf {
+    repo_root().join("models/demo_brushed_metal.kpkg")
+}
+
+/// A box configuration: `camera` and `belt` TOML bodies, `extra` appended as is.
+fn config(dir: &Path, camera: &str, belt: &str, extra: &str) -> PathBuf {
+    let path = dir.join("box.toml");
+    let text = format!(
+        "[camera]\n{camera}\n[model]\npath = \"{}\"\nstore = \"{}\"\n[belt]\n{belt}\n{extra}\n",
+        dir.join("installed.kpkg").display(),
+        dir.join("store").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const SYNTHETIC: &str = "source = \"synthetic\"\nrate_hz = 5\ndefect_rate = 0.5";
+
+/// Run the box to its end; its summary JSON and exit status.
+fn run_json(cmd: &mut std::process::Command) -> (serde_json::Value, bool, String) {
+    let out = cmd.arg("--json").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = &stdout[stdout.find("{\n").unwrap_or_else(|| panic!("no summary: {stdout}\n{stderr}"))..];
+    (serde_json::from_str(json).unwrap(), out.status.success(), stderr)
+}
+
+fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// `kensa diag` expected to be refused: its error output.
+fn diag_refused(line: &SerialLine, args: &[&str]) -> String {
+    let out = kensa().arg("diag").arg(&line.host_port).args(args).output().unwrap();
+    assert!(!out.status.success(), "diag {args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_belt_delay_shorter_than_the_model_stops_the_line_and_fails_the_run() {
+    let dir = tempdir();
+    std::fs::copy(demo(), dir.path().join("installed.kpkg")).unwrap();
+    let cfg = config(dir.path(), SYNTHETIC, "delay_ms = 30\npulse_ms = 10", "");
+    let (s, ok, stderr) = run_json(kensa_fw().arg("--config").arg(&cfg).args(["--parts", "6"]));
+    assert!(!ok, "a run whose NG parts were not pushed must fail: {s}");
+    assert_eq!(s["run_permit"], false, "the run permit is off: {s}");
+    let alarms = s["alarms"].to_string();
+    assert!(alarms.contains("belt delay 30 ms is shorter than the model's p99 latency"), "{alarms}");
+    let c = &s["counters"];
+    assert_eq!(c["parts"], 6);
+    // Every part that had to leave the belt was decided after its slot: none was pushed
+    // and none counts as handled.
+    let must_leave = c["ng"].as_u64().unwrap() + c["uninspected"].as_u64().unwrap();
+    assert!(must_leave >= 1, "{s}");
+    assert_eq!(s["unpushed"].as_u64().unwrap(), must_leave, "{s}");
+    assert_eq!(s["pulses_fired"], 0, "{s}");
+    assert!(s["correct"].as_u64().unwrap() <= 6 - must_leave, "a late NG part is not counted correct: {s}");
+    assert!(stderr.contains("line stopped"), "the reason reaches the log at the default level: {stderr}");
+}
+
+#[test]
+fn a_damaged_active_slot_falls_back_to_the_other_one() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut damaged = std::fs::read(demo()).unwrap();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x01;
+    std::fs::write(store.join("slot-a.kpkg"), &damaged).unwrap();
+    std::fs::copy(demo(), store.join("slot-b.kpkg")).unwrap();
+    std::fs::write(store.join("active"), "a\n").unwrap();
+    let cfg = config(dir.path(), SYNTHETIC, "delay_ms = 800\npulse_ms = 60\nmin_gap_ms = 40", "");
+    let (s, ok, stderr) = run_json(kensa_fw().arg("--config").arg(&cfg).args(["--parts", "4"]));
+    assert!(ok, "{s}\n{stderr}");
+    assert!(stderr.contains("slot-a.kpkg") && stderr.contains("model refused"), "{stderr}");
+    assert!(stderr.contains("running the fallback model slot-b.kpkg"), "{stderr}");
+    let c = &s["counters"];
+    assert_eq!(c["ok"].as_u64().unwrap() + c["ng"].as_u64().unwrap(), 4, "every part scored: {s}");
+    assert_eq!(s["run_permit"], true, "{s}");
+}
+
+#[test]
+fn a_box_with_nothing_loadable_stays_reachable_line_stopped_and_is_repaired_by_a_flash() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let demo_bytes = std::fs::read(demo()).unwrap();
+    std::fs::write(store.join("slot-a.kpkg"), &demo_bytes[..demo_bytes.len() / 3]).unwrap();
+    std::fs::write(store.join("active"), "a\n").unwrap();
+    // No installed model either. A generous margin makes any model too slow for 100 ms.
+    let cfg = config(
+        dir.path(),
+        SYNTHETIC,
+        "delay_ms = 100\npulse_ms = 20",
+        "[fail_safe]\nuninspected = \"reject\"\ncamera_timeout_ms = 1000\ncamera_retry_ms = 200\n\
+         camera_retry_max_ms = 1000\nlatency_margin_ms = 100",
+    );
+    let line = SerialLine::new();
+    let _fw = Running(
+        kensa_fw()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--serial")
+            .arg(&line.box_port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = diag(&line, &["status"]);
+    assert!(status.contains("run permit OFF"), "{status}");
+    assert!(status.contains("ALARM     no model:") && status.contains("slot-a.kpkg"), "{status}");
+    assert_eq!(count(&status, "parts "), 0, "a free-running box with no model shows no parts: {status}");
+    assert!(diag(&line, &["info"]).contains("model     none"));
+
+    // The demo model cannot decide within 100 ms less a 100 ms margin: refused by name.
+    let out = kensa().arg("flash").arg(&line.host_port).arg(demo()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a model too slow for the belt was flashed");
+    assert!(err.contains("cannot keep up with the belt") && err.contains("belt delay 100 ms"), "{err}");
+
+    // A longer delay, then the same package: the box inspects again.
+    diag(&line, &["set", "--delay-ms", "5000"]);
+    let out = kensa().arg("flash").arg(&line.host_port).arg(demo()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        wait_for(30, || count(&diag(&line, &["status"]), "parts ") >= 2),
+        "no parts after the flash: {}",
+        diag(&line, &["status"])
+    );
+    let status = diag(&line, &["status"]);
+    assert!(status.contains("run permit ON") && !status.contains("ALARM"), "{status}");
+
+    // The technician cannot shorten the delay below what the model needs.
+    let err = diag_refused(&line, &["set", "--delay-ms", "20"]);
+    assert!(err.contains("belt delay 20 ms") && err.contains("p99 latency"), "{err}");
+    assert!(diag(&line, &["info"]).contains("reject    +5000.0 ms"));
+
+    // Totals survive a pipeline restart.
+    let before = count(&diag(&line, &["status"]), "parts ");
+    diag(&line, &["restart"]);
+    assert!(wait_for(30, || diag_ok(&line).is_some_and(|s| count(&s, "parts ") >= before)));
+}
+
+/// `kensa diag status`, or `None` while the box restarts.
+fn diag_ok(line: &SerialLine) -> Option<String> {
+    let out = kensa().arg("diag").arg(&line.host_port).arg("status").output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_free_running_box_without_its_camera_stops_the_line_and_pushes_nothing() {
+    let dir = tempdir();
+    std::fs::copy(demo(), dir.path().join("installed.kpkg")).unwrap();
+    let camera =
+        "source = \"v4l2\"\ndevice = \"/dev/video9\"\npixel_format = \"YUYV\"\nwidth = 640\nheight = 480";
+    let cfg = config(
+        dir.path(),
+        camera,
+        "delay_ms = 800\npulse_ms = 60",
+        "[fail_safe]\nuninspected = \"reject\"\ncamera_timeout_ms = 200\ncamera_retry_ms = 100\n\
+         camera_retry_max_ms = 200",
+    );
+    let line = SerialLine::new();
+    let _fw = Running(
+        kensa_fw()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--serial")
+            .arg(&line.box_port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(30, || diag_ok(&line).is_some_and(|s| s.contains("camera down"))));
+    // Several retries later: still no part, no stroke, the line held stopped.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = diag(&line, &["status"]);
+    assert_eq!((count(&status, "parts "), count(&status, "rejects ")), (0, 0), "{status}");
+    assert!(status.contains("run permit OFF") && status.contains("/dev/video9"), "{status}");
+    let logs = diag(&line, &["logs"]);
+    assert!(logs.contains("camera down"), "{logs}");
+}
