@@ -119,6 +119,56 @@ pub fn rising_edges(edges: &[Edge]) -> Vec<u64> {
     edges.iter().filter(|e| e.high).map(|e| e.at_us).collect()
 }
 
+/// What the run-permit line must show when a part's photo-eye fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Permit {
+    /// On: the box lets the line run.
+    On,
+    /// Off: the box holds the line stopped.
+    Off,
+    /// Either.
+    Any,
+}
+
+impl std::str::FromStr for Permit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            "any" => Ok(Self::Any),
+            _ => Err(format!("`{s}`: expected on, off or any")),
+        }
+    }
+}
+
+/// The level of a line at `t` from its recorded changes (resting low).
+pub fn level_at(edges: &[Edge], t: u64) -> bool {
+    edges.iter().take_while(|e| e.at_us <= t).last().is_some_and(|e| e.high)
+}
+
+/// Each part whose run-permit level at its trigger is not the expected one.
+pub fn judge_permit(triggers: &[u64], expected: &[Permit], permit: &[Edge]) -> Vec<String> {
+    triggers
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .filter_map(|(i, (&t, &want))| {
+            let on = level_at(permit, t);
+            match (want, on) {
+                (Permit::On, false) => {
+                    Some(format!("part {i}: run permit off at its trigger ({} ms)", t / 1000))
+                }
+                (Permit::Off, true) => {
+                    Some(format!("part {i}: run permit on at its trigger ({} ms)", t / 1000))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +226,15 @@ mod tests {
         let edges = [Edge { at_us: 13_200_000, high: true }];
         let faults = judge(&triggers(), &[Expect::Any, Expect::Push, Expect::Any], &edges, T);
         assert_eq!(faults, ["the pusher was left out at the end of the run"]);
+    }
+
+    #[test]
+    fn the_run_permit_is_judged_at_each_trigger() {
+        let permit = [Edge { at_us: 1_000, high: true }, Edge { at_us: 25_000, high: false }];
+        let triggers = [10_000, 20_000, 30_000];
+        assert!(judge_permit(&triggers, &[Permit::On, Permit::Any, Permit::Off], &permit).is_empty());
+        let faults = judge_permit(&triggers, &[Permit::Off, Permit::On, Permit::On], &permit);
+        assert_eq!(faults.len(), 2, "{faults:?}");
+        assert!(faults[0].contains("part 0: run permit on") && faults[1].contains("part 2: run permit off"));
     }
 }

@@ -16,7 +16,7 @@ modprobe gpio-sim
 G=/sys/kernel/config/gpio-sim
 mkdir $G/box $G/box/bank0
 echo 8 > $G/box/bank0/num_lines
-for l in 0:photo-eye 1:pusher 2:line-stop; do
+for l in 0:photo-eye 1:pusher 2:line-stop 3:run-permit; do
   mkdir $G/box/bank0/line${l%%:*}; echo ${l#*:} > $G/box/bank0/line${l%%:*}/name
 done
 echo 1 > $G/box/live
@@ -52,6 +52,7 @@ camera_timeout_ms = 1500.0
 camera_retry_ms = 200.0
 camera_retry_max_ms = 2000.0
 line_stop = { kind = "gpio", chip = "/dev/$CHIP", line = 2 }
+run_permit = { kind = "gpio", chip = "/dev/$CHIP", line = 3 }
 TOML
 }
 
@@ -71,7 +72,7 @@ scenario() {
     fi
   done
   echo "vm: kensa-fw ready after ${i} s: $(head -1 $name.fw.out)"
-  ./hil --gpio-sysfs "$SYSFS" --trigger 0 --pusher 1 --line-stop 2 --parts "$parts" \
+  ./hil --gpio-sysfs "$SYSFS" --trigger 0 --pusher 1 --line-stop 2 --run-permit 3 --parts "$parts" \
     --delay-ms "$DELAY_MS" --spacing-ms "$SPACING_MS" --slack-ms "$SLACK_MS" --out $name.json "$@" 2> $name.hil.log
   rc=$?
   # A daemon still waiting for parts it will not get is stopped; it must exit by itself on SIGTERM.
@@ -82,16 +83,17 @@ scenario() {
 }
 
 config decisions /dev/video1 256 256 1
-scenario decisions pass,push,pass,push --loopback /dev/video1 --size 256 || failed="$failed decisions"
+scenario decisions pass,push,pass,push --permit on,on,on,on --loopback /dev/video1 --size 256 || failed="$failed decisions"
 
 config unplug /dev/video0 640 480 1
-scenario unplug any,any,push,push --unplug /dev/video0 --unplug-before 2 || failed="$failed unplug"
+# The camera is found gone at part 2's capture: from then on the run permit is off.
+scenario unplug any,any,push,push --permit on,on,any,off --unplug /dev/video0 --unplug-before 2 || failed="$failed unplug"
 # Both users are gone now, so the driver itself can go, as with a camera that stays unplugged.
 if rmmod vivid; then echo "vm: vivid removed"; else echo "vm: vivid still loaded: $(grep '^vivid ' /proc/modules)"; fi
 
 # Control: the daemon's pusher is wired to line 5, which nobody reads. The judge must fail.
 config control /dev/video1 256 256 5
-scenario control pass,push --loopback /dev/video1 --size 256
+scenario control pass,push --permit on,on --loopback /dev/video1 --size 256
 if [ $? = 1 ] && grep -q 'part 1: no pusher pulse' control.hil.log; then
   echo "vm: control scenario failed as it must (pusher not driven)"
 else

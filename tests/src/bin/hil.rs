@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use kensa_e2e::hil::{Edge, Expect, Timing, judge, part, yuyv};
+use kensa_e2e::hil::{Edge, Expect, Permit, Timing, judge, judge_permit, part, yuyv};
 
 #[derive(Debug, Parser)]
 #[command(about = "Play the conveyor for kensa-fw on real V4L2 and GPIO drivers")]
@@ -31,6 +31,12 @@ struct Args {
     /// Offset of the line-stop output, recorded for the report.
     #[arg(long)]
     line_stop: Option<u32>,
+    /// Offset of the run-permit output.
+    #[arg(long)]
+    run_permit: Option<u32>,
+    /// The run permit's level at each part's trigger, in order: on, off or any.
+    #[arg(long, value_delimiter = ',', requires = "run_permit")]
+    permit: Vec<Permit>,
     /// What each part must cause, in order: pass, push or any.
     #[arg(long, value_delimiter = ',', required = true)]
     parts: Vec<Expect>,
@@ -79,6 +85,7 @@ fn main() -> Result<()> {
     let value = |line: u32| args.gpio_sysfs.join(format!("sim_gpio{line}/value"));
     let mut watched = vec![("pusher", value(args.pusher))];
     watched.extend(args.line_stop.map(|l| ("line-stop", value(l))));
+    watched.extend(args.run_permit.map(|l| ("run-permit", value(l))));
     let recorder = spawn_recorder(watched, now_us, Arc::clone(&stop));
     let pull = args.gpio_sysfs.join(format!("sim_gpio{}/pull", args.trigger));
 
@@ -111,7 +118,10 @@ fn main() -> Result<()> {
 
     let timing = Timing { delay_us: args.delay_ms * 1000, slack_us: args.slack_ms * 1000 };
     let pusher = &lines[0].1;
-    let faults = judge(&triggers, &args.parts, pusher, timing);
+    let mut faults = judge(&triggers, &args.parts, pusher, timing);
+    if let Some((_, permit)) = lines.iter().find(|(n, _)| *n == "run-permit") {
+        faults.extend(judge_permit(&triggers, &args.permit, permit));
+    }
     let record = serde_json::json!({
         "parts": args.parts, "triggers_us": triggers, "timing": timing,
         "lines": lines.iter().map(|(n, e)| (n.to_string(), e.clone())).collect::<std::collections::BTreeMap<_, _>>(),
@@ -127,9 +137,9 @@ fn main() -> Result<()> {
         eprintln!("hil: {name}: {}", shown.join(" "));
     }
     if !faults.is_empty() {
-        bail!("the pusher line did not follow the parts:\n  {}", faults.join("\n  "));
+        bail!("the outputs did not follow the parts:\n  {}", faults.join("\n  "));
     }
-    eprintln!("hil: {} parts, pusher line as expected", triggers.len());
+    eprintln!("hil: {} parts, pusher and run-permit lines as expected", triggers.len());
     Ok(())
 }
 
