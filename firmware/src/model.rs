@@ -87,33 +87,29 @@ impl Model {
         format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height)
     }
 
-    /// Score a mid-grey frame of the model's input size, then `samples` (frames this
-    /// box's camera took, at their full size), timing at least [`LATENCY_RUNS`] of them:
-    /// a package that loads but cannot score them, or scores NaN, fails here instead of
-    /// on the line, and the slowest timed run is the model's latency on this box (µs),
-    /// which the belt delay must leave room for.
+    /// Replay the package's golden pairs (the scores its export recorded must come out
+    /// again), then score `samples` (frames this box's camera took, at their full size),
+    /// timing at least [`LATENCY_RUNS`] runs. A package that loads but computes
+    /// something else, or cannot score this camera's frames, or scores NaN, fails here
+    /// instead of on the line. The slowest timed run is the model's latency on this box
+    /// (µs), which the belt delay must leave room for.
     pub fn self_test(&mut self, samples: &[DynamicImage]) -> Result<u64, String> {
-        let p = self.manifest().preprocess;
-        let grey =
-            DynamicImage::ImageLuma8(image::GrayImage::from_pixel(p.width, p.height, image::Luma([128])));
-        let padding = LATENCY_RUNS.saturating_sub(samples.len());
-        let frames = samples.iter().enumerate().map(|(i, f)| (format!("camera sample {}", i + 1), f));
-        let frames = frames.chain((0..padding).map(|_| ("a grey frame".to_string(), &grey)));
-        let mut slowest = 0;
-        // The first run (untimed) warms tract up.
-        for (i, (what, frame)) in
-            std::iter::once(("a grey frame".to_string(), &grey)).chain(frames).enumerate()
-        {
+        let replay =
+            |r: &Runner| kensa_shared::runtime::replay_golden(r).map_err(|e| format!("self-test: {e}"));
+        // The first run warms tract up: not timed.
+        let mut timed: Vec<u64> = replay(&self.runner)?.into_iter().skip(1).collect();
+        for (i, frame) in samples.iter().enumerate() {
             let started = std::time::Instant::now();
-            match self.score(frame) {
-                Ok(s) if s.is_finite() => {}
-                Ok(s) => return Err(format!("self-test on {what} scored {s}")),
-                Err(e) => return Err(format!("self-test on {what} failed: {e}")),
-            }
-            if i > 0 {
-                slowest = slowest.max(started.elapsed().as_micros() as u64);
+            match self.runner.score(frame).map(|o| o.score) {
+                Ok(s) if s.is_finite() => timed.push(started.elapsed().as_micros() as u64),
+                Ok(s) => return Err(format!("self-test on camera sample {} scored {s}", i + 1)),
+                Err(e) => return Err(format!("self-test on camera sample {} failed: {e}", i + 1)),
             }
         }
+        while timed.len() < LATENCY_RUNS {
+            timed.extend(replay(&self.runner)?);
+        }
+        let slowest = timed.into_iter().max().unwrap_or(0);
         self.latency_p99_us = Some(slowest);
         Ok(slowest)
     }
@@ -190,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_damaged_package_is_refused_by_name() {
-        let err = Model::from_bytes(b"KENSAPKG\x02\x00\xff\xff\xff\xff", "line3.kpkg", &[]).unwrap_err();
+        let err = Model::from_bytes(b"KENSAPKG\x03\x00\xff\xff\xff\xff", "line3.kpkg", &[]).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("line3.kpkg") && msg.contains("truncated"), "{msg}");
         let err = Model::load(std::path::Path::new("/nonexistent/m.kpkg"), &[]).unwrap_err();
@@ -217,6 +213,27 @@ mod tests {
             assert_eq!(a >= threshold, debris, "the fp32 demo judges this part right ({a})");
             assert_eq!(b >= threshold, debris, "debris {debris}: int8 verdict differs ({b} vs fp32 {a})");
         }
+    }
+
+    #[test]
+    fn a_package_that_does_not_reproduce_its_golden_scores_fails_its_self_test() {
+        let demo = include_bytes!("../../models/demo_brushed_metal.kpkg");
+        let mut pkg = kensa_shared::package::Package::from_bytes(demo).unwrap();
+        pkg.manifest.golden[0].score += 5.0;
+        let mut m = Model::from_bytes(&pkg.to_bytes(), "altered.kpkg", &[]).unwrap();
+        let err = m.self_test(&[]).unwrap_err();
+        assert!(err.contains("golden pair 1") && err.contains("does not compute"), "{err}");
+    }
+
+    #[test]
+    fn a_threshold_overwritten_in_the_file_is_caught_by_the_checksum() {
+        let demo = include_bytes!("../../models/demo_brushed_metal.kpkg");
+        let threshold = kensa_shared::package::Package::from_bytes(demo).unwrap().manifest.threshold;
+        let mut bytes = demo.to_vec();
+        let at = bytes.windows(4).position(|w| w == threshold.to_le_bytes()).expect("threshold bytes");
+        bytes[at..at + 4].copy_from_slice(&1e9f32.to_le_bytes());
+        let err = Model::from_bytes(&bytes, "edited.kpkg", &[]).unwrap_err().to_string();
+        assert!(err.contains("edited.kpkg") && err.contains("damaged"), "{err}");
     }
 
     #[test]

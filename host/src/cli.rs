@@ -115,6 +115,23 @@ pub enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Rewrite a package from an older format in the current one (whole-package
+    /// checksum, golden pairs scored on this PC); boxes run the current format only.
+    Upgrade {
+        /// The old package.
+        package: PathBuf,
+        /// Where to write the new one.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Sign the new package with this secret key (`kensa keygen`); an old signature
+        /// does not carry over.
+        #[arg(long)]
+        sign: Option<PathBuf>,
+        /// Test images (MVTec layout) to measure the score range on, which bounds the
+        /// threshold a box accepts.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// Generate a dataset of textured parts with rectangular debris (MVTec layout).
     Synth(SynthArgs),
     /// Print the wire-protocol version this build speaks.

@@ -18,6 +18,12 @@ pub mod tiling;
 pub mod verdict;
 pub mod wire;
 
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
 /// Lower-case hex SHA-256 of `bytes`: how packages, backbones and uploads are identified.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

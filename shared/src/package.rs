@@ -4,14 +4,18 @@
 //!
 //! ```text
 //! "KENSAPKG" | u16 format | u32 manifest length | manifest (postcard)
-//!            | u64 graph length | ONNX graph | [signature]
+//!            | u64 graph length | ONNX graph | sha256 of every byte before it (32)
+//!            | [signature]
 //! signature: 0x01 | ed25519 public key (32) | ed25519 signature (64) over every byte before it
 //! ```
 //!
 //! The manifest carries everything the box needs besides the graph (input size, colour,
-//! tiling, threshold and why, score semantics) and the sha256 of the ONNX bytes, so a
-//! truncated or altered package is refused before it can judge a single part. A signed
-//! package also says who made it; a box configured with trusted keys refuses any other.
+//! tiling, threshold and why, score semantics, the scores the export measured, golden
+//! input/score pairs). The checksum covers the manifest and the graph, so a truncated or
+//! altered package, its threshold included, is refused before it can judge a single
+//! part, signed or not. A signed package also says who made it; a box configured with
+//! trusted keys refuses any other. The box replays the golden pairs before it trusts a
+//! package to run ([`Golden`]).
 //!
 //! The graph's contract: input `pixels` u8 `[1, 3, H, W]` (the output of
 //! [`Preprocess::apply`](crate::preprocess::Preprocess::apply), RGB planes); outputs
@@ -25,7 +29,7 @@ use crate::preprocess::Preprocess;
 use crate::tiling::Tiling;
 
 /// Version of the package layout and manifest.
-pub const PACKAGE_FORMAT: u16 = 2;
+pub const PACKAGE_FORMAT: u16 = 3;
 const MAGIC: &[u8; 8] = b"KENSAPKG";
 /// Name of the graph input.
 pub const INPUT: &str = "pixels";
@@ -128,6 +132,33 @@ pub struct Manifest {
     pub created_unix: u64,
     /// sha256 of the ONNX bytes (lower-case hex).
     pub onnx_sha256: String,
+    /// Lowest and highest score of the export's test images, when it had some: a
+    /// threshold far outside them is not one the export chose.
+    pub scores_measured: Option<[f32; 2]>,
+    /// Inputs with the score the export's runtime gave them: the box must reproduce
+    /// them ([`GOLDEN_TOLERANCE`]) before it runs the package.
+    pub golden: Vec<Golden>,
+}
+
+/// A reference input and its score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Golden {
+    /// The image (PNG).
+    pub png: Vec<u8>,
+    /// Its score at export.
+    pub score: f32,
+}
+
+/// How far a replayed golden score may be from the recorded one, relative to
+/// `max(|recorded|, 1)`: enough for another CPU's float order and integer kernels, far
+/// too little for another graph or pipeline.
+pub const GOLDEN_TOLERANCE: f32 = 0.01;
+
+impl Golden {
+    /// Whether `score`, replayed, matches this pair.
+    pub fn matches(&self, score: f32) -> bool {
+        (score - self.score).abs() <= GOLDEN_TOLERANCE * self.score.abs().max(1.0)
+    }
 }
 
 /// A package in memory.
@@ -197,6 +228,7 @@ impl Signature {
 }
 
 const SIGNATURE_TAG: u8 = 1;
+const DIGEST_LEN: usize = 32;
 const SIGNATURE_LEN: usize = 1 + 32 + 64;
 const HEADER_LEN: usize = 14;
 
@@ -234,6 +266,17 @@ pub enum PackageError {
     /// Signed, but not by a trusted key.
     #[error("package is signed by {0}, which is not a trusted key")]
     UntrustedSigner(String),
+    /// The bytes are not the ones the export wrote (the checksum covers the manifest).
+    #[error("package is damaged: its checksum does not match (sha256 {found}, recorded {expected})")]
+    Damaged {
+        /// Hash of the bytes present.
+        found: String,
+        /// Hash recorded in the package.
+        expected: String,
+    },
+    /// The package carries no golden pairs to check it with.
+    #[error("package carries no golden input/score pairs to check it with")]
+    NoGolden,
     /// The graph is not the one the manifest names.
     #[error("package graph does not match its manifest (sha256 {found}, manifest says {expected})")]
     Checksum {
@@ -251,8 +294,16 @@ impl Package {
         Self { manifest, onnx, signature: None }
     }
 
-    /// Header, manifest and graph: the bytes a signature covers.
+    /// Header, manifest, graph and their checksum: the bytes a signature covers.
     fn body(&self) -> Vec<u8> {
+        let mut out = self.content();
+        let digest = crate::sha256(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Header, manifest and graph: the bytes the checksum covers.
+    fn content(&self) -> Vec<u8> {
         let manifest = postcard::to_stdvec(&self.manifest).expect("manifest serialises");
         let mut out = Vec::with_capacity(HEADER_LEN + manifest.len() + 8 + self.onnx.len() + SIGNATURE_LEN);
         out.extend_from_slice(MAGIC);
@@ -309,11 +360,25 @@ impl Package {
             .and_then(|l| graph_start.checked_add(l))
             .filter(|&end| end <= bytes.len())
             .ok_or(PackageError::Truncated("graph"))?;
+        let digest_end = graph_end
+            .checked_add(DIGEST_LEN)
+            .filter(|&e| e <= bytes.len())
+            .ok_or(PackageError::Truncated("checksum"))?;
+        let found = crate::sha256_hex(&bytes[..graph_end]);
+        let expected = crate::hex(&bytes[graph_end..digest_end]);
+        if found != expected {
+            return Err(PackageError::Damaged { found, expected });
+        }
         let onnx = bytes[graph_start..graph_end].to_vec();
         let found = crate::sha256_hex(&onnx);
         if found != manifest.onnx_sha256 {
             return Err(PackageError::Checksum { found, expected: manifest.onnx_sha256 });
         }
+        check_threshold(&manifest)?;
+        if manifest.golden.is_empty() {
+            return Err(PackageError::NoGolden);
+        }
+        let graph_end = digest_end;
         let signature = match &bytes[graph_end..] {
             [] => None,
             [SIGNATURE_TAG, rest @ ..] if rest.len() == SIGNATURE_LEN - 1 => {
@@ -330,6 +395,41 @@ impl Package {
         Ok(Self { manifest, onnx, signature })
     }
 
+    /// Read a format-2 package (before the whole-package checksum and golden pairs),
+    /// for `kensa upgrade` to seal it anew; its signature, which covers the old layout,
+    /// is dropped. Boxes do not run format 2.
+    pub fn from_format2_bytes(bytes: &[u8]) -> Result<Self, PackageError> {
+        if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+            return Err(PackageError::NotAPackage);
+        }
+        let found = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if found != 2 {
+            return Err(PackageError::Version { found });
+        }
+        let len = u32::from_le_bytes(bytes[10..14].try_into().expect("4 bytes")) as usize;
+        let manifest_end = HEADER_LEN.checked_add(len).ok_or(PackageError::Truncated("manifest"))?;
+        // Format 3 appended two fields to the manifest: `None` and an empty list.
+        let mut manifest =
+            bytes.get(HEADER_LEN..manifest_end).ok_or(PackageError::Truncated("manifest"))?.to_vec();
+        manifest.extend_from_slice(&[0, 0]);
+        let manifest: Manifest =
+            postcard::from_bytes(&manifest).map_err(|e| PackageError::Manifest(e.to_string()))?;
+        let graph_len =
+            bytes.get(manifest_end..manifest_end + 8).ok_or(PackageError::Truncated("graph length"))?;
+        let graph_start = manifest_end + 8;
+        let graph_end = usize::try_from(u64::from_le_bytes(graph_len.try_into().expect("8 bytes")))
+            .ok()
+            .and_then(|l| graph_start.checked_add(l))
+            .filter(|&end| end <= bytes.len())
+            .ok_or(PackageError::Truncated("graph"))?;
+        let onnx = bytes[graph_start..graph_end].to_vec();
+        let found = crate::sha256_hex(&onnx);
+        if found != manifest.onnx_sha256 {
+            return Err(PackageError::Checksum { found, expected: manifest.onnx_sha256 });
+        }
+        Ok(Self { manifest, onnx, signature: None })
+    }
+
     /// Accept only packages signed by one of `trusted` (when the list is not empty).
     pub fn check_trust(&self, trusted: &[VerifyingKey]) -> Result<(), PackageError> {
         if trusted.is_empty() {
@@ -342,6 +442,20 @@ impl Package {
             Err(PackageError::UntrustedSigner(key_hex(&sig.public_key)))
         }
     }
+}
+
+/// A threshold far outside the scores the export measured was not chosen by it: refused.
+/// Allowed: the measured range widened by its own span on both sides.
+fn check_threshold(m: &Manifest) -> Result<(), PackageError> {
+    let Some([lo, hi]) = m.scores_measured else { return Ok(()) };
+    let span = (hi - lo).abs().max(hi.abs() * 0.1).max(1e-6);
+    if m.threshold < lo - span || m.threshold > hi + span {
+        return Err(PackageError::Threshold(format!(
+            "{} (outside the scores the export measured, {lo} to {hi})",
+            m.threshold
+        )));
+    }
+    Ok(())
 }
 
 /// Lower-case hex of a key, as key files and configs write it.
@@ -385,6 +499,27 @@ mod tests {
     }
 
     #[test]
+    fn a_threshold_the_export_did_not_measure_near_is_refused_even_with_a_valid_checksum() {
+        let mut pkg = sample();
+        pkg.manifest.threshold = 1e9;
+        let err = Package::from_bytes(&pkg.to_bytes()).unwrap_err();
+        assert!(matches!(&err, PackageError::Threshold(m) if m.contains("outside the scores")), "{err}");
+        pkg.manifest.threshold = 4.0; // above every measured score, within reach
+        assert!(Package::from_bytes(&pkg.to_bytes()).is_ok());
+        pkg.manifest.golden.clear();
+        assert_eq!(Package::from_bytes(&pkg.to_bytes()), Err(PackageError::NoGolden));
+    }
+
+    #[test]
+    fn golden_scores_match_within_the_tolerance_only() {
+        let g = Golden { png: Vec::new(), score: 20.0 };
+        assert!(g.matches(20.1) && g.matches(19.85));
+        assert!(!g.matches(20.5) && !g.matches(f32::NAN));
+        let small = Golden { png: Vec::new(), score: 0.001 };
+        assert!(small.matches(0.009) && !small.matches(0.02));
+    }
+
+    #[test]
     fn a_head_kind_is_written_as_its_name_and_an_unknown_one_is_refused() {
         for k in HeadKind::ALL {
             let as_enum = postcard::to_stdvec(&k).unwrap();
@@ -415,6 +550,8 @@ mod tests {
                 metrics: vec![("image_auroc".into(), 0.97)],
                 created_unix: 1,
                 onnx_sha256: String::new(),
+                scores_measured: Some([0.5, 3.0]),
+                golden: vec![Golden { png: vec![1, 2, 3], score: 0.9 }],
             },
             b"onnx graph bytes".to_vec(),
         )
@@ -434,13 +571,20 @@ mod tests {
         v[8] = 9;
         assert_eq!(Package::from_bytes(&v), Err(PackageError::Version { found: 9 }));
         assert_eq!(Package::from_bytes(&good[..20]), Err(PackageError::Truncated("manifest")));
-        // Cut inside the graph: its length field catches it.
-        assert_eq!(Package::from_bytes(&good[..good.len() - 3]), Err(PackageError::Truncated("graph")));
-        let mut tampered = good.clone();
-        let last = tampered.len() - 1;
-        tampered[last] ^= 1;
-        let err = Package::from_bytes(&tampered).unwrap_err();
-        assert!(err.to_string().contains("does not match"), "{err}");
+        // Cut inside the checksum, then inside the graph.
+        assert_eq!(Package::from_bytes(&good[..good.len() - 3]), Err(PackageError::Truncated("checksum")));
+        assert_eq!(Package::from_bytes(&good[..good.len() - 35]), Err(PackageError::Truncated("graph")));
+        // Any byte altered, in the graph, the checksum or the manifest's threshold.
+        let threshold_at = HEADER_LEN + 1 + 3; // kind name "patchcore" is 1 + 9 bytes...
+        for at in [good.len() - 1, good.len() - 40, threshold_at, 20] {
+            let mut tampered = good.clone();
+            tampered[at] ^= 1;
+            let err = Package::from_bytes(&tampered).unwrap_err();
+            assert!(
+                matches!(err, PackageError::Damaged { .. } | PackageError::Manifest(_)),
+                "byte {at}: {err}"
+            );
+        }
         let mut trailing = good.clone();
         trailing.extend_from_slice(b"zz");
         assert_eq!(Package::from_bytes(&trailing), Err(PackageError::Trailing(2)));
@@ -470,7 +614,7 @@ mod tests {
         }
         // A manifest re-written after signing (threshold moved) with a valid checksum.
         let mut moved = back.clone();
-        moved.manifest.threshold = 99.0;
+        moved.manifest.threshold = 2.5;
         assert_eq!(Package::from_bytes(&moved.to_bytes()), Err(PackageError::BadSignature));
         assert_eq!(Package::from_bytes(&bytes[..bytes.len() - 5]), Err(PackageError::Truncated("signature")));
     }

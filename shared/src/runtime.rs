@@ -176,3 +176,63 @@ impl Runner {
         })
     }
 }
+
+/// Golden inputs: two generated parts (a good one and one with debris), small enough
+/// to ride in every package; the runner resizes them like any frame.
+fn golden_inputs() -> Vec<DynamicImage> {
+    use crate::synth::{Surface, SynthSpec, generate};
+    let spec = SynthSpec::square(Surface::BrushedMetal, 64);
+    [(1, false), (2, true)]
+        .into_iter()
+        .map(|(seed, debris)| DynamicImage::ImageLuma8(generate(&spec, seed, debris).image))
+        .collect()
+}
+
+/// The golden pairs of the package `runner` runs, scored by it (at export, the box then
+/// replays them with [`replay_golden`]).
+pub fn golden_pairs(runner: &Runner) -> Result<Vec<crate::package::Golden>, RuntimeError> {
+    golden_inputs()
+        .into_iter()
+        .map(|img| {
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| RuntimeError::Run(format!("encoding a golden input: {e}")))?;
+            // Score what the box will decode, not the image before encoding.
+            let decoded = decode_golden(&png)?;
+            let score = runner.score(&decoded)?.score;
+            Ok(crate::package::Golden { png, score })
+        })
+        .collect()
+}
+
+fn decode_golden(png: &[u8]) -> Result<DynamicImage, RuntimeError> {
+    image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .map_err(|e| RuntimeError::Run(format!("a golden input does not decode: {e}")))
+}
+
+/// Score the package's golden inputs and compare with the scores the export recorded:
+/// a package that loads but computes something else (another graph or pipeline, a
+/// runtime that differs) fails here, naming the pair. Returns each replay's time (µs).
+pub fn replay_golden(runner: &Runner) -> Result<Vec<u64>, String> {
+    let golden = &runner.manifest().golden;
+    if golden.is_empty() {
+        return Err(PackageError::NoGolden.to_string());
+    }
+    let mut times = Vec::with_capacity(golden.len());
+    for (i, g) in golden.iter().enumerate() {
+        let img = decode_golden(&g.png).map_err(|e| format!("golden pair {}: {e}", i + 1))?;
+        let started = std::time::Instant::now();
+        let got = runner.score(&img).map_err(|e| format!("golden pair {}: {e}", i + 1))?.score;
+        times.push(started.elapsed().as_micros() as u64);
+        if !g.matches(got) {
+            return Err(format!(
+                "golden pair {} scores {got} here, {} at export (tolerance {} %): this package does not compute \
+                 what was exported",
+                i + 1,
+                g.score,
+                crate::package::GOLDEN_TOLERANCE * 100.0
+            ));
+        }
+    }
+    Ok(times)
+}

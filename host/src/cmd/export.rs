@@ -38,3 +38,37 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `kensa upgrade`: an older package in the current format, sealed on this PC.
+pub fn upgrade(
+    old: &std::path::Path,
+    out: &std::path::Path,
+    key: Option<&std::path::Path>,
+    data: Option<&std::path::Path>,
+) -> Result<()> {
+    let bytes = std::fs::read(old).with_context(|| format!("reading {}", old.display()))?;
+    let mut pkg = kensa_shared::package::Package::from_format2_bytes(&bytes)
+        .with_context(|| format!("{} is not a format-2 package", old.display()))?;
+    export::seal(&mut pkg)?;
+    if let Some(dir) = data {
+        let ds = kensa_core::dataset::Dataset::mvtec(dir)?;
+        let on_error = settings::on_error(false);
+        pkg.manifest.scores_measured = export::measure(&pkg, &ds, on_error, &Bar::default())?.1;
+    }
+    if let Some(k) = key {
+        pkg.sign(&export::read_signing_key(k)?);
+    }
+    let bytes = pkg.to_bytes();
+    // Read back as a box would before writing it.
+    kensa_shared::package::Package::from_bytes(&bytes).context("the upgraded package does not verify")?;
+    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    say!(
+        "wrote {} (format {}, {} golden pairs, threshold {:.4}{})",
+        out.display(),
+        kensa_shared::package::PACKAGE_FORMAT,
+        pkg.manifest.golden.len(),
+        pkg.manifest.threshold,
+        if pkg.signature.is_some() { ", signed" } else { "" }
+    );
+    Ok(())
+}

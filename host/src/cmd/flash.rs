@@ -88,6 +88,16 @@ fn flash(port: &Path, baud: u32, package: &Path) -> Result<()> {
     let bytes = std::fs::read(package).with_context(|| format!("reading {}", package.display()))?;
     let pkg = kensa_shared::package::Package::from_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a model package: {e}", package.display()))?;
+    // What the box accepts, before a long upload it would refuse at the end.
+    let info = Link::open(port, baud)?.call(Info)?;
+    if info.package.trusted_keys > 0 && pkg.signature.is_none() {
+        bail!(
+            "{} is not signed, and the box accepts only packages signed by one of its {} trusted keys: \
+             export it with --sign",
+            package.display(),
+            info.package.trusted_keys
+        );
+    }
     let started = std::time::Instant::now();
     // Verifying, loading and self-testing the model takes the box a while.
     let (reply, reconnects) = upload(port, baud, &bytes, FlashTarget::Model, Duration::from_secs(30))?;

@@ -21,6 +21,12 @@ pub fn run(package: &Path, extract_onnx: Option<&Path>) -> Result<()> {
     );
     say!("tiling      {:?}", m.tiling);
     say!("threshold   {:.4} ({})", m.threshold, m.threshold_rule);
+    match m.scores_measured {
+        Some([lo, hi]) => say!("scores      {lo:.4} to {hi:.4} on the export's test images"),
+        None => say!("scores      not measured (exported without test images)"),
+    }
+    let golden: Vec<String> = m.golden.iter().map(|g| format!("{:.4}", g.score)).collect();
+    say!("golden      {} pairs, scores {}", m.golden.len(), golden.join(", "));
     say!("score       {}", m.score);
     say!("training    {}", m.training);
     say!("graph       {} bytes, sha256 {}", pkg.onnx.len(), m.onnx_sha256);

@@ -39,6 +39,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::Flash { port, package, firmware, wait, baud } => {
             flash::run(&port, baud, package.as_deref(), firmware.as_deref(), wait)
         }
+        Command::Upgrade { package, out, sign, data } => {
+            export::upgrade(&package, &out, sign.as_deref(), data.as_deref())
+        }
         Command::Synth(a) => synth::run(&a),
         Command::Version => {
             say!("kensa {}", env!("CARGO_PKG_VERSION"));

@@ -200,3 +200,37 @@ fn a_free_running_box_without_its_camera_stops_the_line_and_pushes_nothing() {
     let logs = diag(&line, &["logs"]);
     assert!(logs.contains("camera down"), "{logs}");
 }
+
+#[test]
+fn a_package_with_its_threshold_overwritten_is_refused_and_the_box_keeps_its_model() {
+    let dir = tempdir();
+    let line = SerialLine::new();
+    let _fw = Running(
+        kensa_fw()
+            .args(["--sim", "--parts", "100000", "--rate", "5", "--serial"])
+            .arg(&line.box_port)
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let before = diag(&line, &["info"]);
+    // 1e9 written over the threshold's bytes, as a hex editor would: every debris part
+    // would pass.
+    let mut bytes = std::fs::read(demo()).unwrap();
+    let t = kensa_shared::package::Package::from_bytes(&bytes).unwrap().manifest.threshold;
+    let at = bytes.windows(4).position(|w| w == t.to_le_bytes()).unwrap();
+    bytes[at..at + 4].copy_from_slice(&1e9f32.to_le_bytes());
+    let edited = dir.path().join("edited.kpkg");
+    std::fs::write(&edited, &bytes).unwrap();
+    let out = kensa().arg("flash").arg(&line.host_port).arg(&edited).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("damaged"), "{err}");
+    let after = diag(&line, &["info"]);
+    let threshold = |info: &str| info.lines().find(|l| l.starts_with("threshold")).unwrap().to_string();
+    assert_eq!(threshold(&after), threshold(&before), "{after}");
+    let status = diag(&line, &["status"]);
+    assert!(status.contains("run permit ON"), "{status}");
+}

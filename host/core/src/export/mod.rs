@@ -31,7 +31,7 @@ use kensa_shared::runtime::Runner;
 pub use calibrate::calibrate;
 pub use graph::{Ranges, graph};
 pub use keys::{keygen, read_signing_key, sign_file, signature_path};
-pub use package::{package, package_calibrated};
+pub use package::{package, package_calibrated, seal};
 
 use crate::Progress;
 use crate::dataset::{Dataset, OnError};
@@ -65,10 +65,20 @@ pub fn training_data(model: &TrainedModel) -> Option<Dataset> {
     Some(ds)
 }
 
-/// Accuracy of a package on a test set, run by tract exactly as the box runs it.
-pub fn measure(pkg: &Package, ds: &Dataset, on_error: OnError, progress: &dyn Progress) -> Result<Metrics> {
+/// Accuracy of a package on a test set, run by tract exactly as the box runs it, and the
+/// lowest and highest score it gave.
+pub fn measure(
+    pkg: &Package,
+    ds: &Dataset,
+    on_error: OnError,
+    progress: &dyn Progress,
+) -> Result<(Metrics, Option<[f32; 2]>)> {
     let runner = Runner::new(pkg, 1)?;
-    Ok(eval::evaluate_package(&runner, ds, on_error, progress)?.0)
+    let (metrics, cases) = eval::evaluate_package(&runner, ds, on_error, progress)?;
+    let scores = cases.iter().map(|c| c.scored.score).filter(|s| s.is_finite());
+    let range =
+        scores.fold(None, |r: Option<[f32; 2]>, s| Some(r.map_or([s, s], |[lo, hi]| [lo.min(s), hi.max(s)])));
+    Ok((metrics, range))
 }
 
 /// Build the package; score it on `data` when given (metrics go into the manifest), and
@@ -83,7 +93,8 @@ pub fn run(
     let mut pkg = package(model, precision, Vec::new())?;
     match data {
         Some((ds, name)) => {
-            let got = measure(&pkg, ds, opts.on_error, progress)?;
+            let (got, range) = measure(&pkg, ds, opts.on_error, progress)?;
+            pkg.manifest.scores_measured = range;
             let mut metrics =
                 vec![("test_images".to_string(), (got.good_images + got.defective_images) as f64)];
             let named =
@@ -91,7 +102,7 @@ pub fn run(
             metrics.extend(named.iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))));
             if precision != Precision::Fp32 {
                 let fp32_pkg = package(model, Precision::Fp32, Vec::new())?;
-                let reference = measure(&fp32_pkg, ds, opts.on_error, progress)?;
+                let (reference, _) = measure(&fp32_pkg, ds, opts.on_error, progress)?;
                 let (Some(fp32), Some(q)) = (reference.image_auroc, got.image_auroc) else {
                     if opts.accept_accuracy_drop {
                         tracing::warn!("{name} has no defective test images: accuracy not checked");

@@ -3,6 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kensa_shared::package::{Manifest, Package, Precision};
+use kensa_shared::runtime::{Runner, golden_pairs};
 
 use super::calibrate::{calibrate, calibration_images};
 use super::graph::graph;
@@ -58,6 +59,17 @@ pub fn package_calibrated(
         metrics,
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         onnx_sha256: String::new(),
+        scores_measured: None,
+        golden: Vec::new(),
     };
-    Ok(Package::new(manifest, onnx))
+    let mut pkg = Package::new(manifest, onnx);
+    seal(&mut pkg)?;
+    Ok(pkg)
+}
+
+/// Record the package's golden pairs, scored by the runtime the box runs.
+pub fn seal(pkg: &mut Package) -> Result<()> {
+    let runner = Runner::new(pkg, 1)?;
+    pkg.manifest.golden = golden_pairs(&runner)?;
+    Ok(())
 }
