@@ -215,6 +215,21 @@ mod tests {
         }
     }
 
+    /// The golden pairs were scored on x86-64; this runs on every architecture the box
+    /// is built for (aarch64 under qemu in CI), the int8 package's integer kernels too.
+    #[test]
+    fn both_demo_packages_reproduce_their_golden_pairs_here() {
+        for (name, bytes) in [
+            ("fp32 demo", &include_bytes!("../../models/demo_brushed_metal.kpkg")[..]),
+            ("int8 demo", &include_bytes!("../../models/demo_brushed_metal.int8.kpkg")[..]),
+        ] {
+            let m = Model::from_bytes(bytes, name, &[]).unwrap();
+            if let Err(e) = kensa_shared::runtime::replay_golden(&m.runner) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn a_package_that_does_not_reproduce_its_golden_scores_fails_its_self_test() {
         let demo = include_bytes!("../../models/demo_brushed_metal.kpkg");
