@@ -293,7 +293,8 @@ fn run(
     let saved_threshold = model.as_ref().ok().and_then(|m| saved.threshold_for(&m.manifest().onnx_sha256));
     // One clock for the line: trigger edges, captures, decisions and pulses.
     let clock = MonotonicClock::default();
-    let source = frame_source(&cfg, store.as_ref(), clock)?;
+    let store_fault = StoreFault::default();
+    let source = frame_source(args, &cfg, store.as_ref().map(|s| (s, &store_fault)), clock)?;
     let stop = Arc::new(AtomicBool::new(false));
     let signals = on_stop_signals(&stop)?;
     let what = match &model {
@@ -332,6 +333,7 @@ fn run(
         supervised,
         trial_parts: args.trial_parts.max(1),
         counters,
+        store_fault,
     };
     let control = control.as_ref();
     let (limits, retry) = (run.limits, run.retry);
@@ -424,8 +426,9 @@ fn load_model(source: &ModelSource, trusted: &[kensa_shared::package::VerifyingK
 /// The configured camera, cut to its region, triggered when so wired, sampled into the
 /// store for self-testing flashed models.
 fn frame_source(
+    args: &Args,
     cfg: &Config,
-    store: Option<&Store>,
+    store: Option<(&Store, &StoreFault)>,
     clock: MonotonicClock,
 ) -> Result<Box<dyn FrameSource + Send>> {
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
@@ -442,7 +445,13 @@ fn frame_source(
         )),
         Camera::V4l2 { device, pixel_format, width, height, roi } => {
             let timeout = Duration::from_secs_f64(cfg.fail_safe.camera_timeout_ms / 1e3);
-            Box::new(Roi::new(V4l2Source::new(device.clone(), *pixel_format, *width, *height, timeout), *roi))
+            let at = match &args.config {
+                Some(path) => format!("camera.device in {}", path.display()),
+                None => "camera.device".into(),
+            };
+            let camera =
+                V4l2Source::new(device.clone(), *pixel_format, *width, *height, timeout).configured_at(at);
+            Box::new(Roi::new(camera, *roi))
         }
     };
     let source: Box<dyn FrameSource + Send> = match &cfg.trigger {
@@ -455,7 +464,9 @@ fn frame_source(
     };
     // Frames for self-testing flashed models, written on their own thread.
     Ok(match store {
-        Some(s) => Box::new(Sampled::new(source, sample_keeper(s.dir()), SAMPLE_EVERY)),
+        Some((s, fault)) => {
+            Box::new(Sampled::new(source, sample_keeper(s.dir(), fault.clone()), SAMPLE_EVERY))
+        }
         None => source,
     })
 }
@@ -537,21 +548,35 @@ struct LineSettings<'a> {
     trial_parts: u64,
     /// Totals so far (a pipeline restart keeps them).
     counters: kensa_fw::station::Counters,
+    /// Set while the store cannot be written.
+    store_fault: StoreFault,
 }
 
 /// Keep a camera sample every this many frames (and the first of each run).
 const SAMPLE_EVERY: u64 = 1000;
 
-/// A thread writing camera samples into the store at `dir`; ends with the sender.
-fn sample_keeper(dir: &std::path::Path) -> std::sync::mpsc::SyncSender<image::DynamicImage> {
+/// Why the store could not be written last time, if it could not: the sample keeper
+/// sets it, the station shows it as an alarm.
+type StoreFault = Arc<std::sync::Mutex<Option<String>>>;
+
+/// A thread writing camera samples into the store at `dir`; ends with the sender. A
+/// write that fails (full disk) sets `fault`, one that succeeds clears it.
+fn sample_keeper(
+    dir: &std::path::Path,
+    fault: StoreFault,
+) -> std::sync::mpsc::SyncSender<image::DynamicImage> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<image::DynamicImage>(1);
     let dir = dir.to_path_buf();
     std::thread::spawn(move || {
         let Ok(store) = Store::open(&dir) else { return };
         let start = store.next_sample_index();
         for (i, frame) in rx.into_iter().enumerate() {
-            if let Err(e) = store.save_sample(start + i, &frame) {
+            let result = store.save_sample(start + i, &frame);
+            if let Err(e) = &result {
                 tracing::warn!("keeping a camera sample: {e}");
+            }
+            if let Ok(mut f) = fault.lock() {
+                *f = result.err().map(|e| e.to_string());
             }
         }
     });
@@ -660,8 +685,14 @@ fn run_line<P: OutputPin>(
         tracing::warn!("using the threshold {t} saved over the link for this model");
         station.set_threshold(t);
     }
-    let mut hooks =
-        Daemon { control, supervised: line.supervised, healthy_after: line.trial_parts, scored: 0, clock };
+    let mut hooks = Daemon {
+        control,
+        supervised: line.supervised,
+        healthy_after: line.trial_parts,
+        scored: 0,
+        clock,
+        store_fault: line.store_fault.clone(),
+    };
     Ok(parts.run(&mut station, &mut hooks))
 }
 
@@ -674,6 +705,7 @@ struct Daemon<'a> {
     healthy_after: u64,
     scored: u64,
     clock: MonotonicClock,
+    store_fault: StoreFault,
 }
 
 impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
@@ -693,6 +725,16 @@ impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
     fn between(&mut self, station: &mut Station<P, MonotonicClock>, overruns: u64) {
         if let Some(c) = self.control {
             c.serve(station, overruns);
+        }
+        let fault = self.store_fault.try_lock().ok().map(|f| f.clone());
+        match fault {
+            Some(Some(why)) => station.raise(kensa_fw::station::Alarm::Store(why)),
+            Some(None)
+                if station.alarms().iter().any(|a| matches!(a, kensa_fw::station::Alarm::Store(_))) =>
+            {
+                station.clear(|a| matches!(a, kensa_fw::station::Alarm::Store(_)))
+            }
+            _ => {}
         }
     }
 }

@@ -248,10 +248,14 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
             Some(a) if *a == alarm => return,
             Some(a) => *a = alarm,
             None => {
-                let was_running = self.alarms.is_empty();
-                tracing::error!("line stopped: {alarm}");
+                let stops = alarm.stops_line() && self.run_permit();
+                if alarm.stops_line() {
+                    tracing::error!("line stopped: {alarm}");
+                } else {
+                    tracing::error!("alarm: {alarm}");
+                }
                 self.alarms.push(alarm);
-                if was_running {
+                if stops {
                     self.counters.line_stops += 1;
                 }
             }
@@ -270,25 +274,25 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
             !gone
         });
         if self.alarms.len() != before {
-            if self.alarms.is_empty() {
-                tracing::warn!("no alarm left: the run permit is on");
+            if self.run_permit() {
+                tracing::warn!("nothing holds the line: the run permit is on");
             }
             self.drive_outputs();
         }
     }
 
-    /// What holds the line stopped, oldest first.
+    /// The alarms in force, oldest first.
     pub fn alarms(&self) -> &[Alarm] {
         &self.alarms
     }
 
-    /// Whether the line may run: no alarm, no latched stop.
+    /// Whether the line may run: no alarm that stops it, no latched stop.
     pub fn run_permit(&self) -> bool {
-        self.alarms.is_empty()
+        !self.alarms.iter().any(Alarm::stops_line)
     }
 
     fn drive_outputs(&mut self) {
-        let run = self.alarms.is_empty();
+        let run = self.run_permit();
         let now = self.clock.now_us();
         if let Some(p) = &mut self.permit {
             p.set(run, now);

@@ -36,6 +36,8 @@ pub struct V4l2Source {
     // Field order: the stream unmaps its buffers before the device closes.
     stream: Option<Stream<'static>>,
     device: Option<Device>,
+    /// Where the device was configured, for errors (`camera.device in box.toml`).
+    configured: Option<String>,
 }
 
 impl std::fmt::Debug for V4l2Source {
@@ -48,7 +50,25 @@ impl V4l2Source {
     /// A camera at `path` delivering `width`×`height` frames in `format`; a frame not
     /// delivered within `timeout` counts as a lost camera.
     pub fn new(path: PathBuf, format: PixelFormat, width: u32, height: u32, timeout: Duration) -> Self {
-        Self { path, format, width, height, timeout, seq: 0, last_sequence: None, stream: None, device: None }
+        Self {
+            path,
+            format,
+            width,
+            height,
+            timeout,
+            seq: 0,
+            last_sequence: None,
+            stream: None,
+            device: None,
+            configured: None,
+        }
+    }
+
+    /// Name where the device was configured in every error, so a technician knows which
+    /// setting to check (`camera.device in /etc/kensa/kensa-fw.toml`).
+    pub fn configured_at(mut self, at: String) -> Self {
+        self.configured = Some(at);
+        self
     }
 
     /// Drop the stream and the device; the next frame opens them again.
@@ -59,7 +79,11 @@ impl V4l2Source {
     }
 
     fn lost(&self, reason: String) -> FrameError {
-        FrameError::Lost { device: self.path.display().to_string(), reason }
+        let device = match &self.configured {
+            Some(at) => format!("{} ({at})", self.path.display()),
+            None => self.path.display().to_string(),
+        };
+        FrameError::Lost { device, reason }
     }
 
     fn open(&mut self) -> Result<(), FrameError> {

@@ -322,9 +322,9 @@ pub struct Status {
     pub alarms: Vec<Alarm>,
 }
 
-/// A condition that holds the line stopped (its run permit off) while it lasts.
-/// [`Alarm::LineStopped`] lasts until a technician clears it; the others until their
-/// cause is gone.
+/// A condition the technician must see. All but [`Alarm::Store`] hold the line stopped
+/// (its run permit off) while they last ([`Alarm::stops_line`]); [`Alarm::LineStopped`]
+/// lasts until a technician clears it, the others until their cause is gone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum Alarm {
     /// The camera gives no frames: which one and why.
@@ -349,6 +349,18 @@ pub enum Alarm {
     /// A part had to leave the belt and could not be pushed: why. Latched.
     #[error("line stopped: {0}")]
     LineStopped(String),
+    /// The store cannot be written (full disk, read-only): flashing and camera samples
+    /// fail, inspection goes on.
+    #[error("store cannot be written: {0}")]
+    Store(String),
+}
+
+impl Alarm {
+    /// Whether the line must stand while it lasts: everything but a store problem,
+    /// which does not touch inspection.
+    pub fn stops_line(&self) -> bool {
+        !matches!(self, Alarm::Store(_))
+    }
 }
 
 /// What was done with a part, physically.
@@ -433,6 +445,7 @@ mod tests {
                         Alarm::NoModel("slot-a.kpkg is truncated".into()),
                         Alarm::DelayTooShort { delay_ms: 20.0, p99_ms: 71.5, margin_ms: 50.0 },
                         Alarm::LineStopped("part 7 decided 30 ms after its reject slot".into()),
+                        Alarm::Store("/var/lib/kensa/samples: No space left on device".into()),
                     ],
                 })),
             },
@@ -646,6 +659,7 @@ mod tests {
                     margin_ms
                 }),
                 ".{0,40}".prop_map(Alarm::LineStopped),
+                ".{0,40}".prop_map(Alarm::Store),
             ]
         }
 

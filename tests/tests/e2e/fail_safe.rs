@@ -199,6 +199,7 @@ fn a_free_running_box_without_its_camera_stops_the_line_and_pushes_nothing() {
     assert!(status.contains("run permit OFF") && status.contains("/dev/video9"), "{status}");
     let logs = diag(&line, &["logs"]);
     assert!(logs.contains("camera down"), "{logs}");
+    assert!(status.contains("camera.device in"), "the alarm names the setting to check: {status}");
 }
 
 #[test]
@@ -233,4 +234,91 @@ fn a_package_with_its_threshold_overwritten_is_refused_and_the_box_keeps_its_mod
     assert_eq!(threshold(&after), threshold(&before), "{after}");
     let status = diag(&line, &["status"]);
     assert!(status.contains("run permit ON"), "{status}");
+}
+
+#[test]
+fn a_store_that_cannot_be_written_is_an_alarm_that_does_not_stop_inspection() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    // Where camera samples go, a file: every write there fails, as on a full disk.
+    std::fs::write(store.join("samples"), b"").unwrap();
+    let line = SerialLine::new();
+    let _fw = Running(
+        kensa_fw()
+            .args(["--sim", "--parts", "100000", "--rate", "5", "--serial"])
+            .arg(&line.box_port)
+            .arg("--store")
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(30, || diag_ok(&line).is_some_and(|s| s.contains("ALARM     store cannot be written"))),
+        "{:?}",
+        diag_ok(&line)
+    );
+    let status = diag(&line, &["status"]);
+    assert!(status.contains("run permit ON") && status.contains("samples"), "{status}");
+    let parts = count(&status, "parts ");
+    assert!(wait_for(30, || count(&diag(&line, &["status"]), "parts ") > parts), "inspection goes on");
+}
+
+/// Damage a copy of the demo package at random: a flipped byte, a cut, or nothing.
+fn damaged(rng: &mut u64, bytes: &[u8]) -> (Vec<u8>, bool) {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let mut b = bytes.to_vec();
+    match *rng % 3 {
+        0 => (b, true),
+        1 => {
+            let at = (*rng >> 8) as usize % b.len();
+            b[at] ^= 1 << ((*rng >> 40) % 8);
+            (b, false)
+        }
+        _ => {
+            b.truncate((*rng >> 8) as usize % b.len());
+            (b, false)
+        }
+    }
+}
+
+#[test]
+fn whatever_its_store_holds_the_box_starts_and_runs_only_an_intact_package() {
+    let demo_bytes = std::fs::read(demo()).unwrap();
+    let int8 = std::fs::read(repo_root().join("models/demo_brushed_metal.int8.kpkg")).unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..8 {
+        let dir = tempdir();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        let (a, a_ok) = damaged(&mut rng, &demo_bytes);
+        let (b, b_ok) = damaged(&mut rng, &int8);
+        std::fs::write(store.join("slot-a.kpkg"), &a).unwrap();
+        std::fs::write(store.join("slot-b.kpkg"), &b).unwrap();
+        let active = if rng.is_multiple_of(2) { "a" } else { "b" };
+        std::fs::write(store.join("active"), format!("{active}\n")).unwrap();
+        // No installed model: with both slots damaged there is nothing to run.
+        let cfg = config(dir.path(), SYNTHETIC, "delay_ms = 800\npulse_ms = 60\nmin_gap_ms = 40", "");
+        let (s, _, stderr) = run_json(kensa_fw().arg("--config").arg(&cfg).args(["--parts", "3"]));
+        let what = format!("round {round}: slot a intact {a_ok}, slot b intact {b_ok}, active {active}");
+        let banner_ok = a_ok || b_ok;
+        let c = &s["counters"];
+        if banner_ok {
+            let want = match (active, a_ok, b_ok) {
+                ("a", true, _) | ("b", true, false) => "slot-a.kpkg",
+                _ => "slot-b.kpkg",
+            };
+            assert!(stderr.contains(&format!("model {want} loaded")), "{what}: {stderr}");
+            assert_eq!(c["ok"].as_u64().unwrap() + c["ng"].as_u64().unwrap(), 3, "{what}: {s}");
+            assert_eq!(s["run_permit"], true, "{what}: {s}");
+        } else {
+            assert!(stderr.contains("model refused"), "{what}: {stderr}");
+            assert_eq!((c["parts"].as_u64(), s["pulses_fired"].as_u64()), (Some(0), Some(0)), "{what}: {s}");
+            assert_eq!(s["run_permit"], false, "{what}: {s}");
+        }
+    }
 }

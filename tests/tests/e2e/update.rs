@@ -269,3 +269,42 @@ fn a_box_killed_at_any_step_of_a_commit_comes_back_inspecting_with_the_old_or_th
         assert!(String::from_utf8_lossy(&out.stdout).contains("the box now runs"), "{step}");
     }
 }
+
+#[test]
+fn a_kept_firmware_that_crash_loops_goes_back_to_the_firmware_before_it() {
+    let dir = kensa_e2e::tempdir();
+    let store = dir.path().join("store");
+    let line = SerialLine::new();
+    let log = dir.path().join("supervisor.log");
+    let mut cmd = box_command(&line, &store);
+    cmd.args(["--supervise", "--trial-seconds", "2", "--trial-parts", "3"]);
+    cmd.env("KENSA_E2E_DAEMON", kensa_e2e::kensa_fw_path());
+    let _sup =
+        Running(cmd.stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null()).spawn().unwrap());
+    let installed = sha256_of(&kensa_e2e::kensa_fw_path());
+    assert!(info_when_up(&line).contains(&installed));
+
+    // Passes its trial (healthy for 2 s and 3 parts), then fails 8 s after every start.
+    let crashing = firmware_build(dir.path(), "crash");
+    let mut bytes = std::fs::read(&crashing).unwrap();
+    bytes.extend_from_slice(b"crash after 8 s\n");
+    std::fs::write(&crashing, bytes).unwrap();
+    let (ok, out) = flash(&line, &["--firmware".as_ref(), crashing.as_os_str()]);
+    assert!(ok && out.contains("reported healthy"), "{out}");
+    assert_eq!(std::fs::read_to_string(store.join("firmware/active")).unwrap().trim(), "a", "kept");
+
+    // Three failures within the window: the installed firmware runs again, for good.
+    let back =
+        eventually(120, || std::fs::read_to_string(&log).unwrap_or_default().contains("of its promotion"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(back, "no roll-back after a crash loop:\n{text}");
+    assert_eq!(text.matches("firmware a exited with code 101").count(), 3, "{text}");
+    assert!(eventually(60, || diag_info(&line).is_some_and(|i| i.contains(&installed))), "{text}");
+    assert!(!store.join("firmware/active").exists(), "no flashed firmware is active any more");
+}
+
+/// `kensa diag info`, or `None` while the box restarts.
+fn diag_info(line: &SerialLine) -> Option<String> {
+    let out = kensa().arg("diag").arg(&line.host_port).arg("info").output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
