@@ -158,6 +158,13 @@ pub fn diag(line: &SerialLine, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `kensa diag <host port> <args>` when it succeeds, `None` while the box does not
+/// answer (restarting, starting up).
+pub fn diag_if_up(line: &SerialLine, args: &[&str]) -> Option<String> {
+    let out = crate::kensa().arg("diag").arg(&line.host_port).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The number after `key` in a `kensa diag status` line.
 pub fn count(status: &str, key: &str) -> u64 {
     let rest = &status[status.find(key).unwrap_or_else(|| panic!("{key} in {status}")) + key.len()..];

@@ -3,11 +3,10 @@
 //! or the line is stopped (the run permit off), and the box says why.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kensa_e2e::line::{SerialLine, count, diag};
-use kensa_e2e::{Running, kensa, kensa_fw, repo_root, tempdir};
+use kensa_e2e::line::{SerialLine, count, diag, diag_if_up};
+use kensa_e2e::{eventually, kensa, kensa_fw, repo_root, start_quiet, tempdir};
 
 fn demo() -> PathBuf {
     repo_root().join("models/demo_brushed_metal.kpkg")
@@ -34,17 +33,6 @@ fn run_json(cmd: &mut std::process::Command) -> (serde_json::Value, bool, String
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let json = &stdout[stdout.find("{\n").unwrap_or_else(|| panic!("no summary: {stdout}\n{stderr}"))..];
     (serde_json::from_str(json).unwrap(), out.status.success(), stderr)
-}
-
-fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < until {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 /// `kensa diag` expected to be refused: its error output.
@@ -114,17 +102,7 @@ fn a_box_with_nothing_loadable_stays_reachable_line_stopped_and_is_repaired_by_a
          camera_retry_max_ms = 1000\nlatency_margin_ms = 100",
     );
     let line = SerialLine::new();
-    let _fw = Running(
-        kensa_fw()
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--serial")
-            .arg(&line.box_port)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _fw = start_quiet(kensa_fw().arg("--config").arg(&cfg).arg("--serial").arg(&line.box_port));
     let status = diag(&line, &["status"]);
     assert!(status.contains("run permit OFF"), "{status}");
     assert!(status.contains("ALARM     no model:") && status.contains("slot-a.kpkg"), "{status}");
@@ -142,7 +120,7 @@ fn a_box_with_nothing_loadable_stays_reachable_line_stopped_and_is_repaired_by_a
     let out = kensa().arg("flash").arg(&line.host_port).arg(demo()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        wait_for(30, || count(&diag(&line, &["status"]), "parts ") >= 2),
+        eventually(30, || count(&diag(&line, &["status"]), "parts ") >= 2),
         "no parts after the flash: {}",
         diag(&line, &["status"])
     );
@@ -157,13 +135,7 @@ fn a_box_with_nothing_loadable_stays_reachable_line_stopped_and_is_repaired_by_a
     // Totals survive a pipeline restart.
     let before = count(&diag(&line, &["status"]), "parts ");
     diag(&line, &["restart"]);
-    assert!(wait_for(30, || diag_ok(&line).is_some_and(|s| count(&s, "parts ") >= before)));
-}
-
-/// `kensa diag status`, or `None` while the box restarts.
-fn diag_ok(line: &SerialLine) -> Option<String> {
-    let out = kensa().arg("diag").arg(&line.host_port).arg("status").output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    assert!(eventually(30, || diag_if_up(&line, &["status"]).is_some_and(|s| count(&s, "parts ") >= before)));
 }
 
 #[test]
@@ -180,18 +152,8 @@ fn a_free_running_box_without_its_camera_stops_the_line_and_pushes_nothing() {
          camera_retry_max_ms = 200",
     );
     let line = SerialLine::new();
-    let _fw = Running(
-        kensa_fw()
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--serial")
-            .arg(&line.box_port)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(wait_for(30, || diag_ok(&line).is_some_and(|s| s.contains("camera down"))));
+    let _fw = start_quiet(kensa_fw().arg("--config").arg(&cfg).arg("--serial").arg(&line.box_port));
+    assert!(eventually(30, || diag_if_up(&line, &["status"]).is_some_and(|s| s.contains("camera down"))));
     // Several retries later: still no part, no stroke, the line held stopped.
     std::thread::sleep(Duration::from_secs(2));
     let status = diag(&line, &["status"]);
@@ -206,16 +168,12 @@ fn a_free_running_box_without_its_camera_stops_the_line_and_pushes_nothing() {
 fn a_package_with_its_threshold_overwritten_is_refused_and_the_box_keeps_its_model() {
     let dir = tempdir();
     let line = SerialLine::new();
-    let _fw = Running(
+    let _fw = start_quiet(
         kensa_fw()
             .args(["--sim", "--parts", "100000", "--rate", "5", "--serial"])
             .arg(&line.box_port)
             .arg("--store")
-            .arg(dir.path().join("store"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(dir.path().join("store")),
     );
     let before = diag(&line, &["info"]);
     // 1e9 written over the threshold's bytes, as a hex editor would: every debris part
@@ -244,26 +202,23 @@ fn a_store_that_cannot_be_written_is_an_alarm_that_does_not_stop_inspection() {
     // Where camera samples go, a file: every write there fails, as on a full disk.
     std::fs::write(store.join("samples"), b"").unwrap();
     let line = SerialLine::new();
-    let _fw = Running(
+    let _fw = start_quiet(
         kensa_fw()
             .args(["--sim", "--parts", "100000", "--rate", "5", "--serial"])
             .arg(&line.box_port)
             .arg("--store")
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(&store),
     );
     assert!(
-        wait_for(30, || diag_ok(&line).is_some_and(|s| s.contains("ALARM     store cannot be written"))),
+        eventually(30, || diag_if_up(&line, &["status"])
+            .is_some_and(|s| s.contains("ALARM     store cannot be written"))),
         "{:?}",
-        diag_ok(&line)
+        diag_if_up(&line, &["status"])
     );
     let status = diag(&line, &["status"]);
     assert!(status.contains("run permit ON") && status.contains("samples"), "{status}");
     let parts = count(&status, "parts ");
-    assert!(wait_for(30, || count(&diag(&line, &["status"]), "parts ") > parts), "inspection goes on");
+    assert!(eventually(30, || count(&diag(&line, &["status"]), "parts ") > parts), "inspection goes on");
 }
 
 /// Damage a copy of the demo package at random: a flipped byte, a cut, or nothing.

@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use kensa_e2e::line::{SerialLine, count, diag};
-use kensa_e2e::{Running, kensa, kensa_fw, run_ok};
+use kensa_e2e::line::{SerialLine, count, diag, diag_if_up};
+use kensa_e2e::{Running, eventually, kensa, kensa_fw, run_ok};
 
 /// The simulated line serving `line`, keeping its state in `store`.
 fn box_command(line: &SerialLine, store: &Path) -> Command {
@@ -20,7 +19,7 @@ fn box_command(line: &SerialLine, store: &Path) -> Command {
 }
 
 fn start(cmd: &mut Command) -> Running {
-    Running(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    kensa_e2e::start_quiet(cmd)
 }
 
 /// `kensa flash <line> <args>`: whether it succeeded, and its stdout and stderr.
@@ -68,18 +67,6 @@ fn firmware_build(dir: &Path, tag: &str) -> PathBuf {
     bytes.extend_from_slice(format!("\nbuild {tag}\n").as_bytes());
     std::fs::write(&path, bytes).unwrap();
     path
-}
-
-/// Wait until `cond`, for at most `secs`.
-fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 #[test]
@@ -299,12 +286,9 @@ fn a_kept_firmware_that_crash_loops_goes_back_to_the_firmware_before_it() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(back, "no roll-back after a crash loop:\n{text}");
     assert_eq!(text.matches("firmware a exited with code 101").count(), 3, "{text}");
-    assert!(eventually(60, || diag_info(&line).is_some_and(|i| i.contains(&installed))), "{text}");
+    assert!(
+        eventually(60, || diag_if_up(&line, &["info"]).is_some_and(|i| i.contains(&installed))),
+        "{text}"
+    );
     assert!(!store.join("firmware/active").exists(), "no flashed firmware is active any more");
-}
-
-/// `kensa diag info`, or `None` while the box restarts.
-fn diag_info(line: &SerialLine) -> Option<String> {
-    let out = kensa().arg("diag").arg(&line.host_port).arg("info").output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
