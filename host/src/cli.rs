@@ -48,6 +48,11 @@ pub enum Command {
         #[arg(short, long)]
         out: PathBuf,
     },
+    /// Print what a trained model rests on: data, options, threshold evidence, warnings.
+    InspectModel {
+        /// The model (`.kmodel`).
+        model: PathBuf,
+    },
     /// Print a package's manifest and verify its checksum.
     InspectPackage {
         /// The package.
@@ -172,7 +177,8 @@ pub enum BackboneCmd {
 }
 
 /// Where the images are.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct DataArgs {
     /// An MVTec-layout folder (train/good, test/<type>, ground_truth/<type>).
     #[arg(long, conflicts_with = "good")]
@@ -197,7 +203,8 @@ pub struct DataArgs {
 }
 
 /// `--method`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MethodArg {
     /// Nearest neighbour in a coreset memory bank.
     Patchcore,
@@ -248,12 +255,23 @@ pub enum ProfileArg {
 }
 
 /// `kensa train`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[command(args_override_self = true)]
 pub struct TrainArgs {
+    /// Training options from a TOML file, one key per flag (`coreset = 0.05`,
+    /// `tile = 512`, `val-defect = ["a", "b"]`); flags on the command line win. The
+    /// options a model was trained with are stored in it (`kensa inspect-model`) in the
+    /// same form.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(flatten)]
     pub data: DataArgs,
     /// Where to write the model.
     #[arg(short, long)]
+    #[serde(skip)]
     pub out: PathBuf,
     /// Anomaly model.
     #[arg(long, value_enum, default_value = "patchcore")]
@@ -276,12 +294,16 @@ pub struct TrainArgs {
     /// Feature outputs of the backbone, finest first.
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
-    /// Share of good training images held out to set the threshold.
-    #[arg(long, default_value_t = 0.1)]
-    pub holdout: f64,
+    /// Folds for out-of-sample scores: every good image is scored by a model fitted
+    /// without its fold, and the threshold rests on all of them.
+    #[arg(long, default_value_t = kensa_core::train::DEFAULT_FOLDS)]
+    pub folds: usize,
     /// Target false-reject rate when the threshold comes from good images only.
     #[arg(long, default_value_t = 0.01)]
     pub frr: f64,
+    /// Confidence with which the false-reject rate must be shown.
+    #[arg(long, default_value_t = kensa_core::train::threshold::DEFAULT_CONFIDENCE)]
+    pub confidence: f64,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -292,8 +314,8 @@ pub struct TrainArgs {
     /// for images far larger than the model input, where small defects would vanish.
     #[arg(long)]
     pub tile: Option<u32>,
-    /// Overlap of neighbouring tiles (source px).
-    #[arg(long, default_value_t = 64, requires = "tile")]
+    /// Overlap of neighbouring tiles (source px), with --tile.
+    #[arg(long, default_value_t = 64)]
     pub tile_overlap: u32,
     /// Share of the anomaly map (highest pixels) averaged into the image score; 0 takes
     /// the single highest pixel.
@@ -311,7 +333,7 @@ pub struct TrainArgs {
     #[arg(long, requires = "supervised")]
     pub combined: bool,
     /// With --supervised: augmented views per defective training image.
-    #[arg(long, default_value_t = 6, requires = "supervised")]
+    #[arg(long, default_value_t = 6)]
     pub ng_views: usize,
 }
 
@@ -326,6 +348,23 @@ pub struct EvalArgs {
     /// Report folder (metrics.json, scores.csv, plots, overlays, index.html).
     #[arg(short, long)]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub operating: OperatingArgs,
+}
+
+/// Another operating point than the model's own threshold (`eval`, `predict`, `export`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperatingArgs {
+    /// Decide at this threshold (NG when score ≥ it) instead of the model's.
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "frr")]
+    pub threshold: Option<f32>,
+    /// Choose the threshold again for this target false-reject rate, on the good scores
+    /// the model was trained with (out of sample).
+    #[arg(long)]
+    pub frr: Option<f64>,
+    /// With --frr: confidence with which the rate must be shown.
+    #[arg(long, default_value_t = kensa_core::train::threshold::DEFAULT_CONFIDENCE, requires = "frr")]
+    pub confidence: f64,
 }
 
 /// `kensa export`.
@@ -353,6 +392,8 @@ pub struct ExportArgs {
     /// Sign the package with this secret key (from `kensa keygen`).
     #[arg(long)]
     pub sign: Option<PathBuf>,
+    #[command(flatten)]
+    pub operating: OperatingArgs,
 }
 
 /// `kensa predict`.
@@ -364,9 +405,8 @@ pub struct PredictArgs {
     /// Output folder (predictions.json, overlays/).
     #[arg(short, long, default_value = "kensa-predict")]
     pub out: PathBuf,
-    /// Skip unreadable images with a warning instead of failing.
-    #[arg(long)]
-    pub skip_bad: bool,
+    #[command(flatten)]
+    pub operating: OperatingArgs,
     /// Images, or folders of images.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -451,6 +491,22 @@ pub enum DiagAction {
 }
 
 impl Cli {
+    /// Parse the command line. `kensa train --config F` reads F's options as flags put
+    /// before the command line's own, so that those win.
+    pub fn parse_with_config() -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let cli = Self::parse_from(&args);
+        let Command::Train(TrainArgs { config: Some(path), .. }) = &cli.command else { return Ok(cli) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let flags = crate::settings::config_flags(&text).with_context(|| format!("in {}", path.display()))?;
+        let at = args.iter().position(|a| a == "train").expect("the train command was parsed");
+        let mut full = args[..=at].to_vec();
+        full.extend(flags.into_iter().map(Into::into));
+        full.extend(args[at + 1..].iter().cloned());
+        Self::try_parse_from(full).map_err(|e| anyhow::anyhow!("in {}: {}", path.display(), e.render()))
+    }
+
     /// Log filter implied by `-v` flags.
     pub fn log_level(&self) -> &'static str {
         match self.verbose {

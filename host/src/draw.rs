@@ -43,56 +43,95 @@ pub fn heat(t: f32) -> Rgb<u8> {
     Rgb([0, 1, 2].map(|c| (255.0 * (a[c] + (b[c] - a[c]) * f)) as u8))
 }
 
+/// Height of the colour legend under each overlay (px).
+const LEGEND: u32 = 22;
+
 /// The model's view of the part with the anomaly map blended in (scaled to
-/// `[lo, hi]`), the ground-truth outline in green and predicted boxes in red.
+/// `[lo, hi]`), the ground-truth outline in green and predicted boxes in red, stretched
+/// back to the `source` image's aspect ratio, with a colour legend under it.
 pub fn overlay(
     image: &RgbImage,
     map: &[f32],
     (lo, hi): (f32, f32),
     truth: Option<&GrayImage>,
     boxes: &[DefectBox],
+    source: (u32, u32),
 ) -> RgbImage {
     let (w, h) = image.dimensions();
-    let mut out = RgbImage::new(w, h);
-    for (x, y, p) in out.enumerate_pixels_mut() {
+    let mut blended = RgbImage::new(w, h);
+    for (x, y, p) in blended.enumerate_pixels_mut() {
         let v = map[(y * w + x) as usize];
         let t = ((v - lo) / (hi - lo).max(1e-6)).clamp(0.0, 1.0);
         let alpha = 0.15 + 0.5 * t;
         let (c, base) = (heat(t), image.get_pixel(x, y));
         *p = Rgb([0, 1, 2].map(|i| (base[i] as f32 * (1.0 - alpha) + c[i] as f32 * alpha) as u8));
     }
+    // Keep the longer side, so a tiled map keeps its detail and a wide part stays wide.
+    let (ow, oh) = aspect_size((w, h), source);
+    let mut out = RgbImage::new(ow, oh + LEGEND);
+    image::imageops::replace(
+        &mut out,
+        &image::imageops::resize(&blended, ow, oh, image::imageops::FilterType::Triangle),
+        0,
+        0,
+    );
+    let (sx, sy) = (ow as f32 / w as f32, oh as f32 / h as f32);
     if let Some(m) = truth {
-        for y in 0..h {
-            for x in 0..w {
-                let inside = |xx: i64, yy: i64| {
-                    xx >= 0
-                        && yy >= 0
-                        && xx < w as i64
-                        && yy < h as i64
-                        && m.get_pixel(xx as u32, yy as u32)[0] > 0
-                };
-                let (xi, yi) = (x as i64, y as i64);
-                let edge = inside(xi, yi)
-                    && !(inside(xi - 1, yi)
-                        && inside(xi + 1, yi)
-                        && inside(xi, yi - 1)
-                        && inside(xi, yi + 1));
+        let m = image::imageops::resize(m, ow, oh, image::imageops::FilterType::Nearest);
+        let inside = |x: i64, y: i64| {
+            x >= 0 && y >= 0 && x < ow as i64 && y < oh as i64 && m.get_pixel(x as u32, y as u32)[0] > 0
+        };
+        for y in 0..oh as i64 {
+            for x in 0..ow as i64 {
+                let edge = inside(x, y)
+                    && !(inside(x - 1, y) && inside(x + 1, y) && inside(x, y - 1) && inside(x, y + 1));
                 if edge {
-                    out.put_pixel(x, y, TRUTH);
+                    out.put_pixel(x as u32, y as u32, TRUTH);
                 }
             }
         }
     }
     for b in boxes {
-        let r = Rect::at(b.x0 as i32 - 1, b.y0 as i32 - 1).of_size(b.x1 - b.x0 + 3, b.y1 - b.y0 + 3);
-        draw_hollow_rect_mut(&mut out, r, BAD);
-        draw_hollow_rect_mut(
-            &mut out,
-            Rect::at(r.left() - 1, r.top() - 1).of_size(r.width() + 2, r.height() + 2),
-            BAD,
-        );
+        let (x0, y0) = ((b.x0 as f32 * sx) as i32, (b.y0 as f32 * sy) as i32);
+        let (x1, y1) = (((b.x1 + 1) as f32 * sx).ceil() as i32, ((b.y1 + 1) as f32 * sy).ceil() as i32);
+        for grow in 1..=2 {
+            let r = Rect::at(x0 - grow, y0 - grow)
+                .of_size((x1 - x0 + 2 * grow) as u32, (y1 - y0 + 2 * grow) as u32);
+            draw_hollow_rect_mut(&mut out, r, BAD);
+        }
     }
+    legend(&mut out, oh, (lo, hi));
     out
+}
+
+/// Output size with `source`'s aspect ratio and the longer side of `map`.
+fn aspect_size((w, h): (u32, u32), (sw, sh): (u32, u32)) -> (u32, u32) {
+    if sw == 0 || sh == 0 {
+        return (w, h);
+    }
+    let side = w.max(h) as f32;
+    if sw >= sh {
+        (side as u32, ((side * sh as f32 / sw as f32).round() as u32).max(1))
+    } else {
+        (((side * sw as f32 / sh as f32).round() as u32).max(1), side as u32)
+    }
+}
+
+/// The colour ramp with its end scores, in the strip from row `top` down.
+fn legend(img: &mut RgbImage, top: u32, (lo, hi): (f32, f32)) {
+    let w = img.width();
+    draw_filled_rect_mut(img, Rect::at(0, top as i32).of_size(w, LEGEND), WHITE);
+    let (left, right) = (4u32, w.saturating_sub(4));
+    for x in left..right.max(left + 1) {
+        let t = (x - left) as f32 / (right - left).max(1) as f32;
+        for y in top + 2..top + 10 {
+            img.put_pixel(x.min(w - 1), y, heat(t));
+        }
+    }
+    text(img, left as i32, (top + 12) as i32, 1, &format!("{lo:.2}"), BLACK);
+    let hi_label = format!("{hi:.2}");
+    let x = w as i32 - 4 - 8 * hi_label.len() as i32;
+    text(img, x, (top + 12) as i32, 1, &hi_label, BLACK);
 }
 
 /// Plot frame: white canvas, axes box, returns a mapper from data to pixels.
@@ -246,10 +285,24 @@ mod tests {
             }
         }
         let b = DefectBox { x0: 12, y0: 12, x1: 15, y1: 15, peak: 1.0, area: 16 };
-        let o = overlay(&img, &map, (0.0, 1.0), Some(&truth), &[b]);
+        let o = overlay(&img, &map, (0.0, 1.0), Some(&truth), &[b], (20, 20));
         assert_eq!(*o.get_pixel(5, 5), TRUTH);
         assert_ne!(*o.get_pixel(7, 7), TRUTH, "interior is not outline");
         assert_eq!(*o.get_pixel(11, 13), BAD);
+        assert_eq!(o.dimensions(), (20, 20 + LEGEND), "the legend goes under the picture");
+        assert_eq!(*o.get_pixel(4, 20 + 4), heat(0.0), "the legend starts at the low end of the ramp");
+    }
+
+    #[test]
+    fn overlays_keep_the_source_images_aspect_ratio() {
+        // A 256×256 model view of a 400×100 part: shown 256×64, boxes scaled with it.
+        let img = RgbImage::from_pixel(256, 256, Rgb([128, 128, 128]));
+        let map = vec![0.0f32; 256 * 256];
+        let b = DefectBox { x0: 100, y0: 100, x1: 120, y1: 140, peak: 1.0, area: 800 };
+        let o = overlay(&img, &map, (0.0, 1.0), None, &[b], (400, 100));
+        assert_eq!(o.dimensions(), (256, 64 + LEGEND));
+        assert_eq!(*o.get_pixel(99, 30), BAD, "left edge of the box, at a quarter of its height");
+        assert_eq!(aspect_size((256, 256), (100, 400)), (64, 256));
     }
 
     #[test]

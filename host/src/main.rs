@@ -4,8 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// `println!` that returns the I/O error instead of panicking, so that `kensa … | head`
 /// ends quietly when the reader goes away (`main` treats a broken pipe as success).
 macro_rules! say {
@@ -19,12 +17,19 @@ mod cli;
 mod cmd;
 mod draw;
 mod link;
+mod output;
 mod progress;
 mod report;
 mod settings;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::parse_with_config() {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -9,10 +9,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::draw;
-use kensa_core::eval::{Case, Metrics};
+use kensa_core::eval::{self, Case, Metrics, OperatingPoint};
 use kensa_core::map::Regions;
 use kensa_core::metrics;
 use kensa_core::model::TrainedModel;
+
+/// Confidence of the false-reject bounds in the threshold table.
+const CONFIDENCE: f64 = kensa_core::train::threshold::DEFAULT_CONFIDENCE;
 
 /// Good images with the highest scores shown as "worst false alarms".
 const WORST_GOOD: usize = 12;
@@ -36,11 +39,18 @@ fn overlay_name(c: &Case) -> String {
     format!("{}_{}.png", c.item.kind(), c.item.stem())
 }
 
-/// Write the whole report into `dir`.
+/// Write the whole report into `dir` (checked with [`crate::output::prepare_dir`]
+/// before scoring started).
 pub fn write(dir: &Path, model: &TrainedModel, m: &Metrics, cases: &[Case]) -> Result<()> {
     std::fs::create_dir_all(dir.join("overlays"))
         .with_context(|| format!("creating report folder {}", dir.display()))?;
-    let json = serde_json::json!({ "model": model.head.name(), "training": model.training, "metrics": m });
+    let table = eval::threshold_table(m, cases, &model.training.evidence, CONFIDENCE);
+    let json = serde_json::json!({
+        "model": model.head.name(),
+        "training": model.training,
+        "metrics": m,
+        "threshold_table": table,
+    });
     std::fs::write(dir.join("metrics.json"), serde_json::to_string_pretty(&json)?)?;
 
     let mut csv = String::from("file,type,defective,score,decision\n");
@@ -83,18 +93,65 @@ pub fn write(dir: &Path, model: &TrainedModel, m: &Metrics, cases: &[Case]) -> R
     {
         use rayon::prelude::*;
         shown.par_iter().try_for_each(|c| {
-            let boxes = c.scored.map_boxes(m.threshold);
+            // Boxes are what the line would reject: only NG verdicts have them.
+            let ng = c.scored.score >= m.threshold;
+            let boxes = if ng { c.scored.map_boxes(m.threshold) } else { Vec::new() };
             let view = c.scored.view(&p, &c.image);
-            let img = draw::overlay(&view, &c.scored.map, range, c.mask.as_ref(), &boxes);
+            let source = (c.image.width(), c.image.height());
+            let img = draw::overlay(&view, &c.scored.map, range, c.mask.as_ref(), &boxes, source);
             save(&img, &dir.join("overlays").join(overlay_name(c)))
         })?;
     }
 
-    std::fs::write(dir.join("index.html"), html(model, m, &shown))?;
+    std::fs::write(dir.join("index.html"), html(model, m, &shown, &table))?;
     Ok(())
 }
 
-fn html(model: &TrainedModel, m: &Metrics, shown: &[&Case]) -> String {
+/// What the threshold rests on: the training evidence, warnings, and the threshold table.
+fn evidence_html(h: &mut String, model: &TrainedModel, table: &[OperatingPoint]) {
+    let t = &model.training;
+    let _ = write!(
+        h,
+        "<h2>Threshold evidence</h2><p>{} good training images, each scored out of sample ({} folds: by a model \
+         fitted without its fold){}.</p>",
+        t.evidence.good.len(),
+        t.folds,
+        if t.evidence.defective.is_empty() {
+            String::new()
+        } else {
+            format!(", and {} defective validation images", t.evidence.defective.len())
+        }
+    );
+    for w in &t.warnings {
+        let _ = write!(h, "<p style=\"color:#b00\"><b>Warning:</b> {w}</p>");
+    }
+    h.push_str(
+        "<table><tr><th>threshold</th><th>where it comes from</th><th>escapes (test)</th><th>false rejects \
+         (test)</th><th>false-reject rate at most (training evidence)</th></tr>",
+    );
+    for r in table {
+        let c = r.confusion;
+        let bound = r.frr_bound.map_or("n/a".to_string(), |b| format!("{:.2} %", 100.0 * b));
+        let _ = write!(
+            h,
+            "<tr><td>{:.4}</td><td>{}</td><td>{} of {}</td><td>{} of {}</td><td>{bound}</td></tr>",
+            r.threshold,
+            r.label,
+            c.false_ok,
+            c.false_ok + c.true_ng,
+            c.false_ng,
+            c.false_ng + c.true_ok
+        );
+    }
+    let _ = write!(
+        h,
+        "</table><p>The bound is a one-sided {:.0} % Clopper–Pearson limit: with that confidence, a good part is \
+         rejected at most this often at that threshold, judged from the training evidence alone.</p>",
+        100.0 * CONFIDENCE
+    );
+}
+
+fn html(model: &TrainedModel, m: &Metrics, shown: &[&Case], table: &[OperatingPoint]) -> String {
     let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
     let c = m.confusion;
     let mut h = String::new();
@@ -140,7 +197,9 @@ comparison only.</p>
             100.0 * t.recall
         );
     }
-    h.push_str("</table><h2>Scores</h2><img src=\"histogram.png\"> <img src=\"roc.png\">");
+    h.push_str("</table>");
+    evidence_html(&mut h, model, table);
+    h.push_str("<h2>Scores</h2><img src=\"histogram.png\"> <img src=\"roc.png\">");
     if !model.training.curves.is_empty() {
         let _ = write!(
             h,
@@ -154,7 +213,7 @@ comparison only.</p>
     }
     h.push_str("<h2>Overlays</h2><p>Heat map of the anomaly score (for a supervised head, each patch's NG evidence: \
                 an exact class-activation map), blue low, red high; ground truth outlined in green, predicted defects \
-                boxed in red.</p>");
+                boxed in red on NG verdicts only. The bar under each overlay maps colour to score.</p>");
     for (title, want) in
         [("Defective parts", true), ("Good parts with the highest scores (false alarms first)", false)]
     {

@@ -127,8 +127,9 @@ impl Train {
             },
             size: a.size,
             colour: if a.rgb { Colour::Rgb } else { Colour::Gray },
-            holdout: a.holdout,
+            folds: a.folds,
             frr: a.frr,
+            confidence: a.confidence,
             seed: a.seed,
             on_error: data.on_error,
             tiling: a.tile.map(|tile| Tiling { tile, overlap: a.tile_overlap }),
@@ -156,6 +157,31 @@ impl Train {
         };
         Ok(Self { data, fit, out: a.out.clone() })
     }
+}
+
+/// A training config file (TOML, one key per `kensa train` flag) as flags.
+pub fn config_flags(text: &str) -> Result<Vec<String>> {
+    let table: toml::Table = text.parse().context("not valid TOML")?;
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let mut one = |v: &toml::Value| -> Result<()> {
+            match v {
+                toml::Value::Boolean(true) => flags.push(flag.clone()),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => flags.extend([flag.clone(), s.clone()]),
+                toml::Value::Integer(i) => flags.extend([flag.clone(), i.to_string()]),
+                toml::Value::Float(f) => flags.extend([flag.clone(), f.to_string()]),
+                other => bail!("{key}: {other} is not a flag value"),
+            }
+            Ok(())
+        };
+        match &value {
+            toml::Value::Array(items) => items.iter().try_for_each(&mut one)?,
+            v => one(v)?,
+        }
+    }
+    Ok(flags)
 }
 
 /// The images of `--val-defect` folders, each folder one defect type.
@@ -210,6 +236,20 @@ pub fn synth_size(size: u32) -> Result<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_config_file_becomes_the_flags_it_names() {
+        let flags = config_flags(
+            "coreset = 0.05\ntile = 512\nrgb = true\nsplit = false\nval_defect = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            flags,
+            ["--coreset", "0.05", "--rgb", "--tile", "512", "--val-defect", "a", "--val-defect", "b"]
+        );
+        assert!(config_flags("method = { a = 1 }").is_err());
+        assert!(config_flags("coreset = ").is_err());
+    }
+
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;

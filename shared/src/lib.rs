@@ -9,6 +9,7 @@
 //! peers refuse a version they do not speak instead of misreading bytes.
 #![deny(missing_docs)]
 
+pub mod decode;
 pub mod package;
 pub mod preprocess;
 #[cfg(feature = "runtime")]

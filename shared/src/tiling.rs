@@ -138,7 +138,8 @@ pub fn score_image<E>(
         return Ok(Scored { score: f32::NAN, map: Vec::new(), width: 0, height: 0 });
     };
     let (t0, mw, mh) = (tiles[0], first.width, first.height);
-    let mut stitcher = Stitcher::new(img.width(), img.height(), t0.w, t0.h, mw, mh);
+    let overlap = tiling.map_or(0, |t| t.overlap);
+    let mut stitcher = Stitcher::new(img.width(), img.height(), t0.w, t0.h, mw, mh, overlap);
     let mut score = f32::NEG_INFINITY;
     for (tile, m) in tiles.iter().zip(&maps) {
         score = if m.score.is_nan() || score.is_nan() { f32::NAN } else { score.max(m.score) };
@@ -152,23 +153,51 @@ pub fn score_image<E>(
 }
 
 /// Puts per-tile maps (each at model resolution) back into one map of the whole image at
-/// `scale` = model px per source px, averaging where tiles overlap.
+/// `scale` = model px per source px. Where tiles overlap, each tile's weight falls
+/// linearly to almost nothing towards its edge inside the image, so the map crosses a
+/// seam without a step and the tile that sees a defect away from its border (a CNN sees
+/// least at the border) speaks for it.
 #[derive(Debug, Clone)]
 pub struct Stitcher {
     /// Stitched map width.
     pub width: usize,
     /// Stitched map height.
     pub height: usize,
+    src_w: u32,
+    src_h: u32,
     scale_x: f64,
     scale_y: f64,
+    /// Width of the fade (map px) on each axis.
+    ramp_x: f32,
+    ramp_y: f32,
     sum: Vec<f32>,
-    count: Vec<u16>,
+    weight: Vec<f32>,
+}
+
+/// Weight of a map pixel right at a faded tile edge (never 0, so that a pixel only one
+/// tile reaches still gets its value).
+const EDGE_WEIGHT: f32 = 1e-3;
+
+/// Weight of map pixel `u` of `n` along one axis, fading over `ramp` px at the edges
+/// that lie inside the image (`fade_start`, `fade_end`).
+fn fade(u: usize, n: usize, ramp: f32, fade_start: bool, fade_end: bool) -> f32 {
+    let from_start = if fade_start { (u as f32 + 0.5) / ramp } else { 1.0 };
+    let from_end = if fade_end { ((n - u) as f32 - 0.5) / ramp } else { 1.0 };
+    from_start.min(from_end).clamp(EDGE_WEIGHT, 1.0)
 }
 
 impl Stitcher {
-    /// A stitcher for a `src_w`×`src_h` image whose `tile_w`×`tile_h` tiles are scored as
-    /// `map_w`×`map_h` maps.
-    pub fn new(src_w: u32, src_h: u32, tile_w: u32, tile_h: u32, map_w: usize, map_h: usize) -> Self {
+    /// A stitcher for a `src_w`×`src_h` image whose `tile_w`×`tile_h` tiles, overlapping
+    /// by at least `overlap` source px, are scored as `map_w`×`map_h` maps.
+    pub fn new(
+        src_w: u32,
+        src_h: u32,
+        tile_w: u32,
+        tile_h: u32,
+        map_w: usize,
+        map_h: usize,
+        overlap: u32,
+    ) -> Self {
         let scale_x = map_w as f64 / tile_w as f64;
         let scale_y = map_h as f64 / tile_h as f64;
         let width = ((src_w as f64 * scale_x).round() as usize).max(1);
@@ -176,10 +205,14 @@ impl Stitcher {
         Self {
             width,
             height,
+            src_w,
+            src_h,
             scale_x,
             scale_y,
+            ramp_x: ((overlap as f64 * scale_x) as f32).max(1.0),
+            ramp_y: ((overlap as f64 * scale_y) as f32).max(1.0),
             sum: vec![0.0; width * height],
-            count: vec![0; width * height],
+            weight: vec![0.0; width * height],
         }
     }
 
@@ -193,18 +226,23 @@ impl Stitcher {
         assert_eq!(map.len(), map_w * map_h, "tile map size");
         let x0 = (tile.x as f64 * self.scale_x).round() as usize;
         let y0 = (tile.y as f64 * self.scale_y).round() as usize;
+        let (left, right) = (tile.x > 0, tile.x + tile.w < self.src_w);
+        let (top, bottom) = (tile.y > 0, tile.y + tile.h < self.src_h);
+        let wx: Vec<f32> = (0..map_w).map(|u| fade(u, map_w, self.ramp_x, left, right)).collect();
         for v in 0..map_h {
             let y = y0 + v;
             if y >= self.height {
                 break;
             }
+            let wy = fade(v, map_h, self.ramp_y, top, bottom);
             for u in 0..map_w {
                 let x = x0 + u;
                 if x >= self.width {
                     break;
                 }
-                self.sum[y * self.width + x] += map[v * map_w + u];
-                self.count[y * self.width + x] += 1;
+                let w = wx[u] * wy;
+                self.sum[y * self.width + x] += w * map[v * map_w + u];
+                self.weight[y * self.width + x] += w;
             }
         }
     }
@@ -213,12 +251,8 @@ impl Stitcher {
     /// possible from rounding at the border) takes its left or upper neighbour's value.
     pub fn finish(self) -> Vec<f32> {
         let w = self.width;
-        let mut out: Vec<f32> = self
-            .sum
-            .iter()
-            .zip(&self.count)
-            .map(|(s, &c)| if c > 0 { s / c as f32 } else { f32::NAN })
-            .collect();
+        let mut out: Vec<f32> =
+            self.sum.iter().zip(&self.weight).map(|(s, &w)| if w > 0.0 { s / w } else { f32::NAN }).collect();
         for i in 0..out.len() {
             if out[i].is_nan() {
                 out[i] = if i % w > 0 {
@@ -320,20 +354,48 @@ mod tests {
     }
 
     #[test]
-    fn stitching_places_and_averages_tile_maps() {
+    fn stitching_places_tile_maps_and_blends_their_overlap() {
         // 8×4 source, tiles of 4 with overlap 2 at half scale -> 2×2 maps, 4×2 result.
         let t = Tiling { tile: 4, overlap: 2 };
         let tiles = t.tiles(8, 4);
         assert_eq!(tiles.iter().map(|t| t.x).collect::<Vec<_>>(), vec![0, 2, 4]);
-        let mut s = Stitcher::new(8, 4, 4, 4, 2, 2);
+        let mut s = Stitcher::new(8, 4, 4, 4, 2, 2, 2);
         for (i, tile) in tiles.iter().enumerate() {
             s.add(*tile, &[i as f32; 4], 2, 2);
         }
         assert_eq!((s.width, s.height), (4, 2));
         assert_eq!(s.source_per_map_px(), (2.0, 2.0));
         let m = s.finish();
-        // Columns: tile 0 only, tiles 0+1, tiles 1+2, tile 2 only.
-        assert_eq!(&m[..4], &[0.0, 0.5, 1.5, 2.0]);
+        // The image's own borders keep their one tile's value; inside, values stay
+        // between the tiles that overlap there, rising from left to right.
+        assert_eq!((m[0], m[3]), (0.0, 2.0));
+        assert!(m[1] > 0.0 && m[1] < 1.0 && m[2] > 1.0 && m[2] < 2.0, "{m:?}");
+        assert!(m.windows(2).take(3).all(|w| w[0] < w[1]), "{m:?}");
         assert_eq!(&m[..4], &m[4..]);
+    }
+
+    #[test]
+    fn a_seam_has_no_step_and_the_tile_seeing_a_defect_whole_speaks_for_it() {
+        // Two 64-px tiles overlapping by 32 px on a 96-px strip, maps at full scale.
+        let t = Tiling { tile: 64, overlap: 32 };
+        let tiles = t.tiles(96, 64);
+        assert_eq!(tiles.iter().map(|t| t.x).collect::<Vec<_>>(), vec![0, 32]);
+        // Tile 0 is calm at 1.0, tile 1 at 3.0: the stitched row must climb gradually.
+        let stitch = |a: &dyn Fn(usize) -> f32, b: &dyn Fn(usize) -> f32| {
+            let mut s = Stitcher::new(96, 64, 64, 64, 64, 64, 32);
+            let row = |f: &dyn Fn(usize) -> f32| -> Vec<f32> { (0..64 * 64).map(|i| f(i % 64)).collect() };
+            s.add(tiles[0], &row(a), 64, 64);
+            s.add(tiles[1], &row(b), 64, 64);
+            s.finish()[..96].to_vec()
+        };
+        let m = stitch(&|_| 1.0, &|_| 3.0);
+        let step = m.windows(2).map(|w| (w[1] - w[0]).abs()).fold(0.0f32, f32::max);
+        assert!(step < 2.0 / 16.0, "largest jump {step} between neighbours: {m:?}");
+        // A defect at source x 56..62: near tile 0's right edge (seen weakly, 2.0) and
+        // well inside tile 1 (seen whole, 10.0 at its local x 24..30).
+        let m = stitch(&|u| if (56..62).contains(&u) { 2.0 } else { 0.0 }, &|u| {
+            if (24..30).contains(&u) { 10.0 } else { 0.0 }
+        });
+        assert!(m[56..62].iter().all(|&v| v > 6.0), "the whole defect stays strong: {:?}", &m[56..62]);
     }
 }

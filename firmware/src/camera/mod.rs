@@ -248,7 +248,7 @@ impl FrameSource for DirSource {
         let origin = path.display().to_string();
         let decoded = std::fs::read(path)
             .map_err(|e| e.to_string())
-            .and_then(|b| image::load_from_memory(&b).map_err(|e| e.to_string()));
+            .and_then(|b| kensa_shared::decode::decode(&b).map_err(|e| e.to_string()));
         match decoded {
             Ok(image) => Ok(Frame { seq, image, truth: None, origin, dropped_before: 0 }),
             Err(reason) => Err(FrameError::Corrupt { seq, origin, reason }),
@@ -498,6 +498,13 @@ mod tests {
         image::GrayImage::from_pixel(8, 8, image::Luma([20])).save(d.path().join("a.png")).unwrap();
         std::fs::write(d.path().join("c.png"), b"not a png").unwrap();
         std::fs::write(d.path().join("notes.txt"), b"ignored").unwrap();
+        // A JPEG cut to a third: lenient decoding would fill the rest with grey.
+        let textured =
+            image::GrayImage::from_fn(128, 128, |x, y| image::Luma([((x * 7 + y * 13) % 251) as u8]));
+        let mut jpg = std::io::Cursor::new(Vec::new());
+        textured.write_to(&mut jpg, image::ImageFormat::Jpeg).unwrap();
+        let jpg = jpg.into_inner();
+        std::fs::write(d.path().join("d.jpg"), &jpg[..jpg.len() / 3]).unwrap();
         let mut s = DirSource::new(d.path(), 5.0, false).unwrap();
         assert_eq!(s.next_frame().unwrap().image.to_luma8().get_pixel(0, 0)[0], 20);
         assert_eq!(s.next_frame().unwrap().image.to_luma8().get_pixel(0, 0)[0], 10);
@@ -508,14 +515,19 @@ mod tests {
             matches!(err, FrameError::Corrupt { seq: 4, .. }) && err.to_string().contains("c.png"),
             "{err}"
         );
+        let err = s.next_frame().unwrap_err();
+        assert!(
+            matches!(err, FrameError::Corrupt { seq: 5, .. }) && err.to_string().contains("truncated"),
+            "{err}"
+        );
         assert!(matches!(s.next_frame(), Err(FrameError::End(_))));
 
         let mut looped = DirSource::new(d.path(), 5.0, true).unwrap();
-        for _ in 0..5 {
+        for _ in 0..6 {
             let _ = looped.next_frame();
         }
         let again = looped.next_frame().unwrap();
-        assert_eq!(again.seq, 5);
+        assert_eq!(again.seq, 6);
         assert_eq!(again.image.to_luma8().get_pixel(0, 0)[0], 20, "looping restarts at the first file");
     }
 

@@ -60,9 +60,9 @@ fn bt601(y: i32, u: i32, v: i32) -> [u8; 3] {
     ]
 }
 
-/// Decode one Motion-JPEG frame.
+/// Decode one whole Motion-JPEG frame; a torn one is an error, not a grey-filled part.
 pub fn mjpeg_to_rgb(data: &[u8]) -> Result<DynamicImage, ConvertError> {
-    image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+    kensa_shared::decode::decode(data)
         .map(|i| DynamicImage::ImageRgb8(i.to_rgb8()))
         .map_err(|e| ConvertError::Jpeg(e.to_string()))
 }

@@ -219,18 +219,11 @@ impl Dataset {
     }
 }
 
-/// Decode an image file; the error names the file and what is wrong with it.
+/// Decode a whole image file ([`kensa_shared::decode`]); the error names the file and
+/// what is wrong with it.
 pub fn open_image(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).map_err(Error::io("reading image", path))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        reason: "corrupt or not a supported format",
-        source: Some(e),
-    })?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(Error::Image { path: path.to_path_buf(), reason: "empty (0 px)", source: None });
-    }
-    Ok(img)
+    kensa_shared::decode::decode(&bytes).map_err(|source| Error::Image { path: path.to_path_buf(), source })
 }
 
 /// Read a mask as a binary image (any non-zero pixel is defect) and check it matches the

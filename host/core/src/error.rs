@@ -22,16 +22,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// An image that does not decode, or holds no pixels.
-    #[error("image {} is {reason}", path.display())]
+    /// An image that does not decode whole, or holds no pixels.
+    #[error("image {}: {source}", path.display())]
     Image {
         /// The image file.
         path: PathBuf,
-        /// "corrupt or not a supported format", "empty (0 px)".
-        reason: &'static str,
-        /// The decoder's message, when there is one.
+        /// What is wrong with it.
         #[source]
-        source: Option<image::ImageError>,
+        source: kensa_shared::decode::DecodeError,
     },
     /// A dataset whose layout or content cannot be used (no images, no `train/good`).
     #[error("{0}")]

@@ -213,3 +213,64 @@ pub fn measure(cases: &[Case], threshold: f32, rule: &str) -> Metrics {
         defects_without_mask: cases.iter().filter(|c| c.item.is_defect() && c.mask.is_none()).count(),
     }
 }
+
+/// What one threshold would have done: a row of the report's threshold table.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatingPoint {
+    /// Where the threshold comes from.
+    pub label: String,
+    /// NG when score ≥ this.
+    pub threshold: f32,
+    /// Test images at this threshold.
+    pub confusion: Confusion,
+    /// Upper bound of the false-reject rate on the training evidence (out-of-sample good
+    /// scores), at the confidence given.
+    pub frr_bound: Option<f64>,
+}
+
+/// False-reject targets the threshold table shows.
+pub const TABLE_TARGETS: [f64; 5] = [0.001, 0.005, 0.01, 0.02, 0.05];
+
+/// The threshold table: the operating threshold, the test set's F1-max (an oracle), and
+/// the false-reject rule at each of [`TABLE_TARGETS`] on the training evidence; strictest
+/// first, one row per distinct threshold.
+pub fn threshold_table(
+    metrics: &Metrics,
+    cases: &[Case],
+    evidence: &crate::train::threshold::Evidence,
+    confidence: f64,
+) -> Vec<OperatingPoint> {
+    use crate::train::threshold;
+    let scores: Vec<f32> = cases.iter().map(|c| c.scored.score).collect();
+    let positive: Vec<bool> = cases.iter().map(|c| c.item.is_defect()).collect();
+    let mut rows: Vec<(String, f32)> = vec![("operating threshold".into(), metrics.threshold)];
+    if let Some(t) = metrics.f1_max_threshold {
+        rows.push(("F1-max on these test images (oracle)".into(), t));
+    }
+    if !evidence.good.is_empty() {
+        for target in TABLE_TARGETS {
+            let t = threshold::false_reject_rate(&evidence.good, target, confidence);
+            rows.push((
+                format!("false rejects ≤ {:.1} % ({:.0} % confidence)", 100.0 * target, 100.0 * confidence),
+                t.value,
+            ));
+        }
+    }
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rows.dedup_by(|b, a| {
+        let same = a.1 == b.1;
+        if same {
+            a.0 = format!("{}; {}", a.0, b.0);
+        }
+        same
+    });
+    rows.into_iter()
+        .map(|(label, t)| OperatingPoint {
+            label,
+            threshold: t,
+            confusion: Confusion::at(&scores, &positive, t),
+            frr_bound: (!evidence.good.is_empty())
+                .then(|| threshold::false_rejects(&evidence.good, t, confidence).bound),
+        })
+        .collect()
+}

@@ -13,41 +13,64 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result, ensure, fail};
 use crate::heads::Head;
 use crate::heads::classifier::Epoch;
+use crate::train::threshold::Evidence;
 
 /// Version of the `.kmodel` layout.
-pub const MODEL_FORMAT: u16 = 3;
+pub const MODEL_FORMAT: u16 = 4;
 const MAGIC: &[u8; 8] = b"KENSAMDL";
 
 /// How the decision threshold was chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ThresholdRule {
-    /// Best F1 on labelled validation images that include defects.
+    /// Best F1 on out-of-sample good scores and defective validation images.
     F1Optimal {
-        /// Good validation images.
+        /// Good images scored.
         good: usize,
         /// Defective validation images.
         defective: usize,
     },
-    /// The `1 − target` quantile of scores of good images held out from training, so that
-    /// about `target` of good parts are rejected.
+    /// The lowest threshold whose false-reject rate is at most `target` with `confidence`
+    /// ([`crate::train::threshold`]), from out-of-sample scores of good images.
     FalseRejectRate {
         /// Target false-reject rate.
         target: f64,
-        /// Held-out good images it was measured on.
-        held_out: usize,
+        /// Confidence of the bound.
+        confidence: f64,
+        /// Good images scored.
+        good: usize,
+        /// Of those, how many the threshold rejects.
+        rejected: usize,
+        /// Upper bound of the false-reject rate at `confidence`.
+        bound: f64,
     },
-    /// Set by hand.
+    /// Set by hand (`--threshold`).
     Manual,
 }
 
 impl std::fmt::Display for ThresholdRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::F1Optimal { good, defective } => {
-                write!(f, "F1-optimal on {defective} defective + {good} good validation images")
-            }
-            Self::FalseRejectRate { target, held_out } => {
-                write!(f, "false-reject rate {:.1}% on {held_out} held-out good images", 100.0 * target)
+            Self::F1Optimal { good, defective } => write!(
+                f,
+                "F1-optimal on {defective} defective validation images and {good} good images scored out of sample"
+            ),
+            Self::FalseRejectRate { target, confidence, good, rejected, bound } => {
+                let (t, c, b) = (100.0 * target, 100.0 * confidence, 100.0 * bound);
+                if bound <= target {
+                    write!(
+                        f,
+                        "false-reject rate at most {t:.1} % with {c:.0} % confidence: {rejected} of {good} \
+                         out-of-sample good scores reach it"
+                    )
+                } else {
+                    let needed = crate::train::threshold::images_needed(*target, *confidence);
+                    write!(
+                        f,
+                        "too few good images to show a {t:.1} % false-reject rate: {rejected} of {good} \
+                         out-of-sample good scores reach it, which shows at most {b:.1} % with {c:.0} % \
+                         confidence; {needed} good images are needed to show {t:.1} %"
+                    )
+                }
             }
             Self::Manual => write!(f, "set by hand"),
         }
@@ -83,6 +106,15 @@ pub struct TrainingSummary {
     pub labelled_split: bool,
     /// Loss and accuracy per epoch (supervised heads).
     pub curves: Vec<Epoch>,
+    /// The scores the threshold was chosen on (out-of-sample good, defective validation).
+    pub evidence: Evidence,
+    /// Cross-validation folds the good scores came from.
+    pub folds: usize,
+    /// What training found too thin to trust, in words (also shown by `inspect` and the
+    /// report).
+    pub warnings: Vec<String>,
+    /// The options it was trained with, resolved, as a `kensa train --config` file.
+    pub options: String,
 }
 
 /// A trained model.
@@ -108,6 +140,40 @@ pub struct TrainedModel {
 }
 
 impl TrainedModel {
+    /// Move the operating point: to `threshold` set by hand, or to the false-reject rule
+    /// for `frr` re-run on the good scores training measured out of sample.
+    pub fn set_operating_point(
+        &mut self,
+        threshold: Option<f32>,
+        frr: Option<f64>,
+        confidence: f64,
+    ) -> Result<()> {
+        match (threshold, frr) {
+            (Some(_), Some(_)) => fail!(Invalid, "give a threshold or a false-reject rate, not both"),
+            (Some(value), None) => {
+                ensure!(!value.is_nan(), Invalid, "threshold must be a number");
+                self.threshold = Threshold { value, rule: ThresholdRule::Manual };
+            }
+            (None, Some(frr)) => {
+                ensure!(frr > 0.0 && frr < 1.0, Invalid, "false-reject rate {frr} must be between 0 and 1");
+                ensure!(
+                    confidence > 0.0 && confidence < 1.0,
+                    Invalid,
+                    "confidence {confidence} must be between 0 and 1"
+                );
+                ensure!(
+                    !self.training.evidence.good.is_empty(),
+                    Invalid,
+                    "this model carries no good-image scores to choose a threshold from; give --threshold"
+                );
+                self.threshold =
+                    crate::train::threshold::false_reject_rate(&self.training.evidence.good, frr, confidence);
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
     /// Serialise with magic and format version.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = MAGIC.to_vec();

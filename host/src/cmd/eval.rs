@@ -9,10 +9,16 @@ use crate::cli::EvalArgs;
 use crate::progress::Bar;
 use crate::report;
 use crate::settings::Data;
+use crate::{cmd, output};
 
 /// Score the test set, print the metrics and the decision at the threshold.
 pub fn run(a: &EvalArgs) -> Result<()> {
-    let scorer = Scorer::new(TrainedModel::load(&a.model)?)?;
+    if let Some(dir) = &a.report {
+        output::prepare_dir(dir)?;
+    }
+    let mut model = TrainedModel::load(&a.model)?;
+    cmd::operating_point(&mut model, &a.operating)?;
+    let scorer = Scorer::new(model)?;
     let asked = Data::required(&a.data)?;
     let data = asked.clone().for_model(scorer.model.training.labelled_split);
     if data.split && !asked.split {
@@ -42,6 +48,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         c.false_ng,
         m.image_f1
     );
+    for w in &scorer.model.training.warnings {
+        say!("warning: {w}");
+    }
     if let Some(dir) = &a.report {
         report::write(dir, &scorer.model, &m, &cases)?;
         say!("report: {}", dir.join("index.html").display());

@@ -7,10 +7,13 @@ use kensa_core::model::TrainedModel;
 use crate::cli::ExportArgs;
 use crate::progress::Bar;
 use crate::settings::{self, Data};
+use crate::{cmd, output};
 
 /// Build, measure, gate, sign and write the package.
 pub fn run(a: &ExportArgs) -> Result<()> {
-    let m = TrainedModel::load(&a.model)?;
+    output::check_file(&a.out)?;
+    let mut m = TrainedModel::load(&a.model)?;
+    cmd::operating_point(&mut m, &a.operating)?;
     let data = match Data::from_args(&a.data) {
         Some(d) => Some(d.for_model(m.training.labelled_split).load()?),
         None => export::training_data(&m).map(|ds| (ds, m.training.dataset.clone())),
@@ -22,10 +25,42 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         sign: a.sign.clone(),
         on_error: settings::on_error(a.data.skip_bad),
     };
+    if data.is_none() {
+        say!(
+            "no test images: the model was trained on {}, which is not an MVTec folder with test images here; \
+             the package is not measured (give --data to measure it)",
+            m.training.dataset
+        );
+    }
     let data = data.as_ref().map(|(ds, name)| (ds, name.as_str()));
     let pkg = export::run(&m, data, &opts, &Bar::default())?;
+    let get = |k: &str| pkg.manifest.metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    if let Some(n) = get("test_images") {
+        let f = |k: &str| get(k).map_or("n/a".to_string(), |v| format!("{v:.4}"));
+        say!(
+            "measured as the box runs it on {n} test images: image AUROC {}, pixel AUROC {}, AUPRO {}",
+            f("image_auroc"),
+            f("pixel_auroc"),
+            f("aupro")
+        );
+        if let (Some(fp32), Some(q)) = (get("image_auroc_fp32"), get("image_auroc")) {
+            say!(
+                "accuracy guard: image AUROC {q:.4} against {fp32:.4} for fp32, a drop of {:.2} points (limit {:.2})",
+                100.0 * (fp32 - q),
+                a.max_auroc_drop
+            );
+        }
+        if let (Some(esc), Some(fr)) = (get("escapes"), get("false_rejects")) {
+            say!(
+                "at threshold {:.4}: {esc} escapes of {} defective, {fr} false rejects of {} good",
+                pkg.manifest.threshold,
+                get("defective_images").unwrap_or(0.0),
+                get("good_images").unwrap_or(0.0)
+            );
+        }
+    }
     let bytes = pkg.to_bytes();
-    std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
+    output::write_atomic(&a.out, &bytes)?;
     say!(
         "wrote {} ({:.2} MiB, {} {:?}, threshold {:.4}, graph sha256 {}{})",
         a.out.display(),

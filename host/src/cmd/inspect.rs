@@ -1,4 +1,5 @@
-//! `kensa inspect-package`: a package's manifest, checked.
+//! `kensa inspect-package`: a package's manifest, checked; `kensa inspect-model`: what a
+//! trained model rests on.
 
 use std::path::Path;
 
@@ -41,6 +42,51 @@ pub fn run(package: &Path, extract_onnx: Option<&Path>) -> Result<()> {
     if let Some(path) = extract_onnx {
         std::fs::write(path, &pkg.onnx).with_context(|| format!("writing {}", path.display()))?;
         say!("wrote graph to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Print a model's provenance: data, options, threshold and the evidence behind it.
+pub fn model(path: &Path) -> Result<()> {
+    let m = kensa_core::model::TrainedModel::load(path)?;
+    let t = &m.training;
+    let p = m.preprocess;
+    say!(
+        "{}: {} model, input {}x{} {:?}, tiling {:?}",
+        path.display(),
+        m.head.name(),
+        p.width,
+        p.height,
+        p.colour,
+        m.tiling
+    );
+    say!(
+        "trained on  {} ({} good + {} defective images, {:.1} s, seed {})",
+        t.dataset,
+        t.images,
+        t.defect_images,
+        t.seconds,
+        t.seed
+    );
+    say!("threshold   {:.4} ({})", m.threshold.value, m.threshold.rule);
+    let mut good = t.evidence.good.clone();
+    good.sort_by(f32::total_cmp);
+    if let (Some(lo), Some(hi)) = (good.first(), good.last()) {
+        say!(
+            "evidence    {} good scores out of sample ({} folds): {lo:.4} .. median {:.4} .. {hi:.4}",
+            good.len(),
+            t.folds,
+            good[good.len() / 2]
+        );
+    }
+    if !t.evidence.defective.is_empty() {
+        say!("evidence    {} defective validation scores", t.evidence.defective.len());
+    }
+    for w in &t.warnings {
+        say!("warning     {w}");
+    }
+    if !t.options.is_empty() {
+        say!("options (kensa train --config):\n{}", t.options.trim_end());
     }
     Ok(())
 }

@@ -14,8 +14,24 @@ mod synth;
 mod train;
 
 use anyhow::Result;
+use kensa_core::model::TrainedModel;
 
-use crate::cli::{BackboneCmd, Command};
+use crate::cli::{BackboneCmd, Command, OperatingArgs};
+
+/// Apply `--threshold` / `--frr` to `model`, saying what the operating point now is.
+fn operating_point(model: &mut TrainedModel, a: &OperatingArgs) -> Result<()> {
+    if a.threshold.is_none() && a.frr.is_none() {
+        return Ok(());
+    }
+    let before = model.threshold.value;
+    model.set_operating_point(a.threshold, a.frr, a.confidence)?;
+    say!(
+        "operating threshold {:.4} ({}) instead of the model's {before:.4}",
+        model.threshold.value,
+        model.threshold.rule
+    );
+    Ok(())
+}
 
 /// Run one command.
 pub fn run(command: Command) -> Result<()> {
@@ -31,6 +47,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Export(a) => export::run(&a),
         Command::Keygen { out } => keys::keygen(&out),
         Command::Sign { file, key } => keys::sign(&file, &key),
+        Command::InspectModel { model } => inspect::model(&model),
         Command::InspectPackage { package, extract_onnx } => inspect::run(&package, extract_onnx.as_deref()),
         Command::Bench { model, package, threads, profile, images, runs } => {
             bench::run(model.as_deref(), package.as_deref(), threads, profile, &images, runs)

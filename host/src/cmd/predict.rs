@@ -1,23 +1,29 @@
 //! `kensa predict`: score new images with a trained model, decide OK/NG, box the defects.
 //!
 //! Writes `predictions.json` (one record per image: score, decision, threshold and defect
-//! boxes in source-image pixels) and an overlay per image, and prints one line per image.
+//! boxes in source-image pixels, or the reason it could not be inspected) and an overlay
+//! per image, and prints one line per image. The file is rewritten atomically after
+//! every group of images, so a crash keeps what finished; Ctrl-C stops after the group
+//! being scored and writes everything decided so far.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
-use kensa_core::dataset::{self, Item, Label, OnError};
+use kensa_core::dataset;
 use kensa_core::map::{DefectBox, Regions};
 use kensa_core::model::TrainedModel;
 use kensa_core::score::Scorer;
 use kensa_shared::verdict::decide;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::cli::PredictArgs;
-use crate::draw;
-use crate::settings;
+use crate::{cmd, draw, output};
 
-/// Images decoded and scored at a time (bounds memory for large images).
+/// Images decoded and scored at a time (bounds memory for large images); results are
+/// written after each group.
 const GROUP: usize = 16;
 
 /// The verdict on one image.
@@ -29,16 +35,22 @@ pub struct Prediction {
     pub width: u32,
     /// Image height (px).
     pub height: u32,
-    /// Image score (the model's rule, see `kensa_core::map::image_score`).
+    /// Image score (the model's rule, see `kensa_core::map::image_score`); `null` when
+    /// the image could not be scored.
     pub score: f32,
-    /// `OK`, `NG` (score ≥ threshold), or `UNINSPECTED` (the score is not a number).
+    /// `OK`, `NG` (score ≥ threshold), or `UNINSPECTED` (unreadable, or the score is not
+    /// a number): on a line, an uninspected part is rejected like an NG one.
     pub decision: &'static str,
     /// Threshold applied.
     pub threshold: f32,
-    /// Regions of the map at or above the threshold, strongest first, in image pixels.
+    /// Regions of the map at or above the threshold, strongest first, in image pixels
+    /// (NG images only).
     pub defects: Vec<DefectBox>,
     /// Overlay written for this image, relative to the output folder.
-    pub overlay: String,
+    pub overlay: Option<String>,
+    /// Why the image could not be inspected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Image files named by `inputs`: files as given, folders expanded (sorted by name).
@@ -60,85 +72,127 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// Judge the images, one line each, and say where the results went.
 pub fn run(a: &PredictArgs) -> Result<()> {
     let files = collect_inputs(&a.inputs)?;
-    let scorer = Scorer::new(TrainedModel::load(&a.model)?)?;
-    let preds = predict(&scorer, &files, &a.out, settings::on_error(a.skip_bad), |p| {
+    output::prepare_dir(&a.out.join("overlays"))?;
+    let mut model = TrainedModel::load(&a.model)?;
+    cmd::operating_point(&mut model, &a.operating)?;
+    let scorer = Scorer::new(model)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Without a handler Ctrl-C would end the process before the results are written.
+        if let Err(e) = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)) {
+            tracing::warn!("Ctrl-C will not keep partial results: {e}");
+        }
+    }
+    let preds = predict(&scorer, &files, &a.out, &stop, |p| {
         let boxes: Vec<String> =
             p.defects.iter().take(3).map(|b| format!("[{},{}..{},{}]", b.x0, b.y0, b.x1, b.y1)).collect();
         let found =
             if p.defects.is_empty() { String::new() } else { format!(", {} defects ", p.defects.len()) };
-        say!(
-            "{}: {} score {:.3} (threshold {:.3}){}{}",
-            p.file.display(),
-            p.decision,
-            p.score,
-            p.threshold,
-            found,
-            boxes.join(" ")
-        );
+        match &p.error {
+            Some(e) => say!("{}: {} ({e})", p.file.display(), p.decision),
+            None => say!(
+                "{}: {} score {:.3} (threshold {:.3}){}{}",
+                p.file.display(),
+                p.decision,
+                p.score,
+                p.threshold,
+                found,
+                boxes.join(" ")
+            ),
+        }
         Ok(())
     })?;
-    let ng = preds.iter().filter(|p| p.decision != "OK").count();
+    let count = |d: &str| preds.iter().filter(|p| p.decision == d).count();
     say!(
-        "{} images: {} OK, {} not OK; wrote {}",
+        "{} images: {} OK, {} NG, {} uninspected; wrote {}",
         preds.len(),
-        preds.len() - ng,
-        ng,
+        count("OK"),
+        count("NG"),
+        count("UNINSPECTED"),
         a.out.join("predictions.json").display()
     );
+    if preds.len() < files.len() {
+        bail!("interrupted: {} of {} images decided and written", preds.len(), files.len());
+    }
     Ok(())
 }
 
-/// Score `files` and write `out/predictions.json` and `out/overlays/`. `each` is called
-/// per image as it is decided (for live output).
+/// Score `files` and write `out/predictions.json` and `out/overlays/` (which must
+/// exist). `each` is called per image as it is decided (for live output); `stop` ends
+/// the run after the current group, keeping everything decided.
 pub fn predict(
     scorer: &Scorer,
     files: &[PathBuf],
     out: &Path,
-    on_error: OnError,
+    stop: &AtomicBool,
     mut each: impl FnMut(&Prediction) -> Result<()>,
 ) -> Result<Vec<Prediction>> {
     let overlays = out.join("overlays");
-    std::fs::create_dir_all(&overlays).with_context(|| format!("creating {}", overlays.display()))?;
+    let json = out.join("predictions.json");
     let threshold = scorer.model.threshold.value;
     let mut all = Vec::with_capacity(files.len());
     let mut used_names = std::collections::HashSet::new();
     for group in files.chunks(GROUP) {
-        let items: Vec<Item> =
-            group.iter().map(|p| Item { path: p.clone(), label: Label::Good, mask: None }).collect();
-        let (items, images): (Vec<Item>, Vec<_>) = dataset::open_all(&items, on_error)?.into_iter().unzip();
-        let scored = scorer.score(&images, &|_| ())?;
-        for ((item, image), s) in items.iter().zip(&images).zip(&scored) {
+        let opened: Vec<_> = group.par_iter().map(|p| dataset::open_image(p)).collect();
+        let images: Vec<_> = opened.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let mut scored = scorer.score(&images, &|_| ())?.into_iter();
+        for (path, image) in group.iter().zip(&opened) {
+            let image = match image {
+                Ok(image) => image,
+                Err(e) => {
+                    let p = Prediction {
+                        file: path.clone(),
+                        width: 0,
+                        height: 0,
+                        score: f32::NAN,
+                        decision: "UNINSPECTED",
+                        threshold,
+                        defects: Vec::new(),
+                        overlay: None,
+                        error: Some(format!("{e:#}")),
+                    };
+                    each(&p)?;
+                    all.push(p);
+                    continue;
+                }
+            };
+            let s = scored.next().expect("one score per decoded image");
             let (w, h) = (image.width(), image.height());
             let decision = decide(s.score, threshold).as_str();
-            // Found once at map scale (drawn on the overlay), reported in image pixels.
-            let map_boxes = if s.score.is_finite() { s.map_boxes(threshold) } else { Vec::new() };
+            // Found once at map scale (drawn on the overlay), reported in image pixels;
+            // only an NG image has defects to show.
+            let map_boxes = if decision == "NG" { s.map_boxes(threshold) } else { Vec::new() };
             let defects = s.to_source(&map_boxes, w, h);
             let range = (threshold * 0.5, threshold.max(s.score));
             let view = s.view(&scorer.model.preprocess, image);
-            let img = draw::overlay(&view, &s.map, range, None, &map_boxes);
-            let mut name = format!("{}.png", item.stem());
+            let img = draw::overlay(&view, &s.map, range, None, &map_boxes, (w, h));
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let mut name = format!("{stem}.png");
             let mut k = 1;
             while !used_names.insert(name.clone()) {
-                name = format!("{}-{k}.png", item.stem());
+                name = format!("{stem}-{k}.png");
                 k += 1;
             }
             img.save(overlays.join(&name)).with_context(|| format!("writing overlay {name}"))?;
             let p = Prediction {
-                file: item.path.clone(),
+                file: path.clone(),
                 width: w,
                 height: h,
                 score: s.score,
                 decision,
                 threshold,
                 defects,
-                overlay: format!("overlays/{name}"),
+                overlay: Some(format!("overlays/{name}")),
+                error: None,
             };
             each(&p)?;
             all.push(p);
         }
+        output::write_atomic(&json, serde_json::to_string_pretty(&all)?.as_bytes())?;
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
     }
-    let json = out.join("predictions.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&all)?)
-        .with_context(|| format!("writing {}", json.display()))?;
     Ok(all)
 }

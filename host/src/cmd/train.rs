@@ -6,23 +6,25 @@ use kensa_core::model::TrainedModel;
 use kensa_core::train::{supervised, train};
 
 use crate::cli::TrainArgs;
-use crate::draw;
 use crate::progress::Bar;
 use crate::settings::{self, Fit};
+use crate::{draw, output};
 
 /// Train as the flags say and write the model.
 pub fn run(a: &TrainArgs) -> Result<()> {
     let plan = settings::Train::from_args(a)?;
+    output::check_file(&plan.out)?;
     let (ds, name) = plan.data.load()?;
     let bar = Bar::default();
-    let m = match &plan.fit {
+    let mut m = match &plan.fit {
         Fit::Supervised(opts) => supervised::train_supervised(&ds, &name, opts, &bar)?,
         Fit::Anomaly { options, validation_defects } => {
             let val = settings::validation_defects(validation_defects)?;
             train(&ds, &val, &name, options, &bar)?
         }
     };
-    m.save(&plan.out)?;
+    m.training.options = toml::to_string(a).context("recording the training options")?;
+    output::write_atomic(&plan.out, &m.to_bytes()?)?;
     say!(
         "trained {} on {} good + {} defective images in {:.1} s; threshold {:.4} ({}); wrote {}",
         m.head.name(),
@@ -33,6 +35,22 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         m.threshold.rule,
         plan.out.display()
     );
+    let ev = &m.training.evidence;
+    if !ev.good.is_empty() {
+        say!(
+            "threshold evidence: {} good images scored out of sample ({} folds){}",
+            ev.good.len(),
+            m.training.folds,
+            if ev.defective.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} defective validation images", ev.defective.len())
+            }
+        );
+    }
+    for w in &m.training.warnings {
+        say!("warning: {w}");
+    }
     if let Head::Combined(c) = &m.head {
         say!(
             "combined: patch score = {:.1} × anomaly + {:.1} × classifier, each standardised on good \

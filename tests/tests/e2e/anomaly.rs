@@ -110,7 +110,7 @@ fn supervised_and_combined_models_learn_from_defects_and_run_on_the_box() {
     run_ok(
         kensa()
             .args(["synth", "--size", "128", "--surface", "brushed-metal", "--train", "16"])
-            .args(["--test-good", "10", "--test-defect", "20", "--out"])
+            .args(["--test-good", "10", "--test-defect", "50", "--out"])
             .arg(&data),
     );
     let model = dir.path().join("c.kmodel");
@@ -134,8 +134,8 @@ fn supervised_and_combined_models_learn_from_defects_and_run_on_the_box() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     // 2 of every 5 defects train, 1 validates; 1 of every 5 good test images validates.
-    assert!(stdout.contains("on 16 good + 8 defective images"), "{stdout}");
-    assert!(stdout.contains("F1-optimal on 4 defective + 2 good validation images"), "{stdout}");
+    assert!(stdout.contains("on 16 good + 20 defective images"), "{stdout}");
+    assert!(stdout.contains("F1-optimal on 10 defective validation images and 2 good images"), "{stdout}");
     assert!(dir.path().join("c.curves.png").is_file());
 
     let report = dir.path().join("report");
@@ -145,7 +145,7 @@ fn supervised_and_combined_models_learn_from_defects_and_run_on_the_box() {
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap()).unwrap();
     let m = &metrics["metrics"];
-    assert_eq!((m["defective_images"].as_u64(), m["good_images"].as_u64()), (Some(8), Some(8)));
+    assert_eq!((m["defective_images"].as_u64(), m["good_images"].as_u64()), (Some(20), Some(8)));
     assert!(m["image_auroc"].as_f64().unwrap() > 0.9, "{m}");
     assert!(report.join("curves.png").is_file() && report.join("overlays/debris_003.png").is_file());
 

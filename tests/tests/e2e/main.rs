@@ -2,6 +2,7 @@
 
 mod anomaly;
 mod backbone;
+mod decisions;
 mod diag;
 mod fail_safe;
 mod firmware;

@@ -100,6 +100,13 @@ pub fn run(
             let named =
                 [("image_auroc", got.image_auroc), ("pixel_auroc", got.pixel_auroc), ("aupro", got.aupro)];
             metrics.extend(named.iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))));
+            let c = got.confusion;
+            metrics.extend([
+                ("good_images".to_string(), got.good_images as f64),
+                ("defective_images".to_string(), got.defective_images as f64),
+                ("escapes".to_string(), c.false_ok as f64),
+                ("false_rejects".to_string(), c.false_ng as f64),
+            ]);
             if precision != Precision::Fp32 {
                 let fp32_pkg = package(model, Precision::Fp32, Vec::new())?;
                 let (reference, _) = measure(&fp32_pkg, ds, opts.on_error, progress)?;

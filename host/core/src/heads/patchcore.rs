@@ -89,13 +89,35 @@ fn dist2_q(a: &[i16], b: &[i16]) -> i32 {
         .sum()
 }
 
+/// A coreset and which centre each candidate row ended up nearest to.
+#[derive(Debug, Clone)]
+pub struct Coreset {
+    /// Rows chosen as centres, in the order the greedy pass chose them.
+    pub chosen: Vec<usize>,
+    /// For every row, the position in `chosen` of its nearest centre.
+    pub nearest: Vec<u32>,
+    /// For every row, its squared distance to that centre (projected, quantised levels).
+    pub distance: Vec<i32>,
+}
+
 /// Greedy k-centre coreset: indices of `k` rows of `x` (`[n, dim]`) such that every row
 /// is close to one of them. Runs in a random projection to `PROJECTION_DIM` dimensions,
 /// quantised to 8-bit levels.
-pub fn coreset(x: &[f32], dim: usize, k: usize, seed: u64, mut progress: impl FnMut(usize)) -> Vec<usize> {
+pub fn coreset(x: &[f32], dim: usize, k: usize, seed: u64, progress: impl FnMut(usize)) -> Vec<usize> {
+    coreset_assigned(x, dim, k, seed, progress).chosen
+}
+
+/// [`coreset`], also telling which centre each row is nearest to (for fold banks).
+pub fn coreset_assigned(
+    x: &[f32],
+    dim: usize,
+    k: usize,
+    seed: u64,
+    mut progress: impl FnMut(usize),
+) -> Coreset {
     let n = x.len() / dim;
     if k >= n {
-        return (0..n).collect();
+        return Coreset { chosen: (0..n).collect(), nearest: (0..n as u32).collect(), distance: vec![0; n] };
     }
     let q = if dim > PROJECTION_DIM {
         let y = gemm(x, n, dim, &projection(dim, PROJECTION_DIM, seed), PROJECTION_DIM, Par::rayon(0));
@@ -150,7 +172,7 @@ pub fn coreset(x: &[f32], dim: usize, k: usize, seed: u64, mut progress: impl Fn
         next = far;
         progress(step + 1);
     }
-    chosen
+    Coreset { chosen, nearest, distance: min_d2 }
 }
 
 impl PatchCore {
@@ -161,6 +183,59 @@ impl PatchCore {
         let idx = coreset(&all, dim, k, seed, progress);
         let bank = idx.iter().flat_map(|&i| all[i * dim..(i + 1) * dim].iter().copied()).collect();
         Self { dim, bank }
+    }
+
+    /// [`Self::fit`], plus one bank per fold that holds no row of that fold's images.
+    ///
+    /// `row_fold[i]` is the fold of the image candidate row `i` came from. A fold's bank is
+    /// the full bank with each centre taken from that fold replaced by the row nearest to
+    /// it among the rows it covers from other folds (dropped when it covers none). Scoring
+    /// a fold's images against its bank is then scoring images the bank never saw, at the
+    /// cost of one search per fold instead of one greedy pass per fold; a test bounds how
+    /// far it can drift from a coreset refitted without the fold.
+    pub fn fit_folds(
+        all: Vec<f32>,
+        dim: usize,
+        ratio: f64,
+        seed: u64,
+        row_fold: &[u16],
+        folds: usize,
+        progress: impl FnMut(usize),
+    ) -> (Self, Vec<Self>) {
+        let n = all.len() / dim;
+        assert_eq!(row_fold.len(), n, "one fold per candidate row");
+        let k = ((n as f64 * ratio).ceil() as usize).clamp(1, n);
+        let c = coreset_assigned(&all, dim, k, seed, progress);
+        let row = |i: usize| &all[i * dim..(i + 1) * dim];
+        // Per centre, the closest covered row of each other fold is found in one pass.
+        let mut stand_in: Vec<Vec<Option<(i32, usize)>>> = vec![vec![None; folds]; c.chosen.len()];
+        for (i, (&a, &d)) in c.nearest.iter().zip(&c.distance).enumerate() {
+            let slot = &mut stand_in[a as usize][row_fold[i] as usize];
+            if slot.is_none_or(|(best, _)| d < best) {
+                *slot = Some((d, i));
+            }
+        }
+        let fold_banks = (0..folds as u16)
+            .map(|f| {
+                let mut bank = Vec::with_capacity(c.chosen.len() * dim);
+                for (j, &centre) in c.chosen.iter().enumerate() {
+                    if row_fold[centre] != f {
+                        bank.extend_from_slice(row(centre));
+                    } else if let Some((_, i)) = stand_in[j]
+                        .iter()
+                        .enumerate()
+                        .filter(|(g, _)| *g != f as usize)
+                        .filter_map(|(_, s)| *s)
+                        .min()
+                    {
+                        bank.extend_from_slice(row(i));
+                    }
+                }
+                Self { dim, bank }
+            })
+            .collect();
+        let bank = c.chosen.iter().flat_map(|&i| row(i).iter().copied()).collect();
+        (Self { dim, bank }, fold_banks)
     }
 
     /// Rows in the bank.
@@ -232,6 +307,58 @@ mod tests {
         let mut clusters: Vec<usize> = idx.iter().map(|i| i / 50).collect();
         clusters.sort();
         assert_eq!(clusters, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn fold_banks_hold_no_row_of_their_fold_and_score_like_a_refit() {
+        // 10 "images" of 300 rows around shared cluster centres, plus a few rows only
+        // that image has (what makes a good image's out-of-sample score high).
+        let (dim, images, per) = (8, 10, 300);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let centres: Vec<Vec<f32>> =
+            (0..12).map(|_| (0..dim).map(|_| rng.random_range(-4.0..4.0)).collect()).collect();
+        let (mut rows, mut row_fold) = (Vec::new(), Vec::new());
+        for image in 0..images {
+            let own: Vec<f32> = (0..dim).map(|_| rng.random_range(-6.0..6.0)).collect();
+            for r in 0..per {
+                let c = if r < 5 { &own } else { &centres[rng.random_range(0..centres.len())] };
+                rows.extend(c.iter().map(|v| v + rng.random_range(-0.3..0.3)));
+                row_fold.push((image % 5) as u16);
+            }
+        }
+        let (full, folds) = PatchCore::fit_folds(rows.clone(), dim, 0.05, 1, &row_fold, 5, |_| ());
+        assert_eq!(folds.len(), 5);
+        for (f, bank) in folds.iter().enumerate() {
+            let own: Vec<&[f32]> = rows
+                .chunks_exact(dim)
+                .zip(&row_fold)
+                .filter(|(_, g)| **g as usize == f)
+                .map(|(r, _)| r)
+                .collect();
+            for b in bank.bank.chunks_exact(dim) {
+                assert!(!own.contains(&b), "fold {f}'s bank holds one of its own rows");
+            }
+            assert!(
+                bank.rows() <= full.rows() && bank.rows() + 20 >= full.rows(),
+                "{} vs {}",
+                bank.rows(),
+                full.rows()
+            );
+            // Against a coreset refitted without the fold, on the fold's own rows.
+            let rest: Vec<f32> = rows
+                .chunks_exact(dim)
+                .zip(&row_fold)
+                .filter(|(_, g)| **g as usize != f)
+                .flat_map(|(r, _)| r.iter().copied())
+                .collect();
+            let refit = PatchCore::fit(rest, dim, 0.05, 1, |_| ());
+            let q = patches(own.iter().map(|r| r.to_vec()).collect());
+            let mean = |v: Vec<f32>| v.iter().sum::<f32>() / v.len() as f32;
+            let (a, b) = (mean(bank.score(&q, Par::Seq)), mean(refit.score(&q, Par::Seq)));
+            assert!((a - b).abs() < 0.15 * b, "fold {f}: stand-in bank {a} vs refit {b}");
+            // Out of sample scores more than in sample: the fold's own rows are gone.
+            assert!(a > mean(full.score(&q, Par::Seq)), "fold {f}");
+        }
     }
 
     #[test]
