@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kensa_core::backbone::DEFAULT_FEATURE_BLOCKS;
 use kensa_core::train::{DEFAULT_MAX_PATCHES, DEFAULT_SCORE_TOP_SHARE};
 
 /// Kensa: visual inspection for production lines.
@@ -146,7 +145,8 @@ pub enum Command {
 /// `kensa backbone …`.
 #[derive(Debug, Subcommand)]
 pub enum BackboneCmd {
-    /// Convert EfficientNet-Lite0 PyTorch weights (.pth) into an ONNX backbone.
+    /// Convert EfficientNet-Lite0, -Lite1 or -Lite2 PyTorch weights (.pth) into an ONNX
+    /// backbone.
     Import {
         /// The state dict (legacy or zip PyTorch format, lukemelas naming).
         #[arg(long)]
@@ -154,8 +154,9 @@ pub enum BackboneCmd {
         /// Where to write the ONNX graph.
         #[arg(long)]
         out: PathBuf,
-        /// Blocks whose outputs become feature outputs `block<i>` (0..=15).
-        #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_FEATURE_BLOCKS)]
+        /// Blocks whose outputs become feature outputs `block<i>` (default: the last
+        /// block at stride 8 and the last two stages' at stride 16; 4,7,10 for Lite0).
+        #[arg(long, value_delimiter = ',')]
         features: Vec<usize>,
         /// Stop after the last feature block (no classifier, no `logits` output): the
         /// smallest graph that serves anomaly models.
@@ -291,7 +292,8 @@ pub struct TrainArgs {
     /// Backbone ONNX (default: the shipped EfficientNet-Lite0).
     #[arg(long)]
     pub backbone: Option<PathBuf>,
-    /// Feature outputs of the backbone, finest first.
+    /// Feature outputs of the backbone, finest first (default: block4,block10 of the
+    /// shipped Lite0; for another imported backbone its finest and coarsest outputs).
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
     /// Folds for out-of-sample scores: every good image is scored by a model fitted

@@ -140,6 +140,10 @@ impl Train {
         if let Some(b) = &a.backbone {
             options.backbone =
                 std::fs::read(b).with_context(|| format!("reading backbone {}", b.display()))?;
+            if a.features.is_empty() {
+                options.features = kensa_core::backbone::default_features(&options.backbone)
+                    .with_context(|| format!("backbone {}", b.display()))?;
+            }
         }
         if !a.features.is_empty() {
             options.features = a.features.clone();

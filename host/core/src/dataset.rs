@@ -223,7 +223,7 @@ impl Dataset {
 /// what is wrong with it.
 pub fn open_image(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).map_err(Error::io("reading image", path))?;
-    kensa_shared::decode::decode(&bytes).map_err(|source| Error::Image { path: path.to_path_buf(), source })
+    kensa_shared::decode::decode(&bytes).map_err(|reason| Error::Image { path: path.to_path_buf(), reason })
 }
 
 /// Read a mask as a binary image (any non-zero pixel is defect) and check it matches the

@@ -23,13 +23,12 @@ pub enum Error {
         source: std::io::Error,
     },
     /// An image that does not decode whole, or holds no pixels.
-    #[error("image {}: {source}", path.display())]
+    #[error("image {}: {reason}", path.display())]
     Image {
         /// The image file.
         path: PathBuf,
-        /// What is wrong with it.
-        #[source]
-        source: kensa_shared::decode::DecodeError,
+        /// What is wrong with it (in the message, not repeated as a cause).
+        reason: kensa_shared::decode::DecodeError,
     },
     /// A dataset whose layout or content cannot be used (no images, no `train/good`).
     #[error("{0}")]

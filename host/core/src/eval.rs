@@ -237,7 +237,7 @@ pub const TABLE_TARGETS: [f64; 5] = [0.001, 0.005, 0.01, 0.02, 0.05];
 pub fn threshold_table(
     metrics: &Metrics,
     cases: &[Case],
-    evidence: &crate::train::threshold::Evidence,
+    evidence: &crate::evidence::Evidence,
     confidence: f64,
 ) -> Vec<OperatingPoint> {
     use crate::train::threshold;

@@ -3,7 +3,7 @@
 //!
 //! Modules follow the pipeline, each using only those before it in this list (checked by
 //! `tests/tests/e2e/layering.rs`):
-//! [`metrics`], [`onnx`] → [`dataset`] → [`backbone`] (CNN features) → [`embed`] (patch
+//! [`metrics`], [`evidence`] (what a threshold's scores can show), [`onnx`] → [`dataset`] → [`backbone`] (CNN features) → [`embed`] (patch
 //! embeddings) → [`map`] (anomaly map, image score, defect boxes) → [`heads`] (patch
 //! scores) → [`model`] (a trained model file) → [`score`] (scoring images as at training)
 //! → [`train`] → [`eval`] → [`export`] (one ONNX graph + manifest, accuracy gate).
@@ -16,6 +16,7 @@ pub mod dataset;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod evidence;
 pub mod export;
 pub mod heads;
 pub mod map;

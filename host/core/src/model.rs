@@ -11,9 +11,9 @@ use kensa_shared::tiling::Tiling;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, ensure, fail};
+use crate::evidence::Evidence;
 use crate::heads::Head;
 use crate::heads::classifier::Epoch;
-use crate::train::threshold::Evidence;
 
 /// Version of the `.kmodel` layout.
 pub const MODEL_FORMAT: u16 = 4;
@@ -63,7 +63,7 @@ impl std::fmt::Display for ThresholdRule {
                          out-of-sample good scores reach it"
                     )
                 } else {
-                    let needed = crate::train::threshold::images_needed(*target, *confidence);
+                    let needed = crate::evidence::images_needed(*target, *confidence);
                     write!(
                         f,
                         "too few good images to show a {t:.1} % false-reject rate: {rejected} of {good} \
@@ -140,40 +140,6 @@ pub struct TrainedModel {
 }
 
 impl TrainedModel {
-    /// Move the operating point: to `threshold` set by hand, or to the false-reject rule
-    /// for `frr` re-run on the good scores training measured out of sample.
-    pub fn set_operating_point(
-        &mut self,
-        threshold: Option<f32>,
-        frr: Option<f64>,
-        confidence: f64,
-    ) -> Result<()> {
-        match (threshold, frr) {
-            (Some(_), Some(_)) => fail!(Invalid, "give a threshold or a false-reject rate, not both"),
-            (Some(value), None) => {
-                ensure!(!value.is_nan(), Invalid, "threshold must be a number");
-                self.threshold = Threshold { value, rule: ThresholdRule::Manual };
-            }
-            (None, Some(frr)) => {
-                ensure!(frr > 0.0 && frr < 1.0, Invalid, "false-reject rate {frr} must be between 0 and 1");
-                ensure!(
-                    confidence > 0.0 && confidence < 1.0,
-                    Invalid,
-                    "confidence {confidence} must be between 0 and 1"
-                );
-                ensure!(
-                    !self.training.evidence.good.is_empty(),
-                    Invalid,
-                    "this model carries no good-image scores to choose a threshold from; give --threshold"
-                );
-                self.threshold =
-                    crate::train::threshold::false_reject_rate(&self.training.evidence.good, frr, confidence);
-            }
-            (None, None) => {}
-        }
-        Ok(())
-    }
-
     /// Serialise with magic and format version.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = MAGIC.to_vec();

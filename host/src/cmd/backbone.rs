@@ -14,16 +14,19 @@ pub fn import(
     scaling: InputScaling,
 ) -> Result<()> {
     let spec = efficientnet::GraphSpec { feature_blocks: blocks.to_vec(), with_logits, scaling };
-    let onnx = backbone::import(pth, &spec)?;
-    std::fs::write(out, &onnx).with_context(|| format!("writing {}", out.display()))?;
+    let imported = backbone::import(pth, &spec)?;
+    let onnx = &imported.onnx;
+    std::fs::write(out, onnx).with_context(|| format!("writing {}", out.display()))?;
     say!(
-        "wrote {} ({:.1} MiB, sha256 {}), outputs: {}{}",
+        "wrote {} ({}, {:.1} MiB, sha256 {}), outputs: {}{}",
         out.display(),
+        imported.name,
         onnx.len() as f64 / (1 << 20) as f64,
-        kensa_shared::sha256_hex(&onnx),
-        blocks
+        kensa_shared::sha256_hex(onnx),
+        imported
+            .features
             .iter()
-            .map(|b| format!("block{b} (stride {})", efficientnet::block_stride(*b)))
+            .map(|(b, s)| format!("block{b} (stride {s})"))
             .collect::<Vec<_>>()
             .join(", "),
         if with_logits { ", logits" } else { "" }

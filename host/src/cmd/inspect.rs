@@ -68,6 +68,7 @@ pub fn model(path: &Path) -> Result<()> {
         t.seconds,
         t.seed
     );
+    say!("features    {}", m.features.join(", "));
     say!("threshold   {:.4} ({})", m.threshold.value, m.threshold.rule);
     let mut good = t.evidence.good.clone();
     good.sort_by(f32::total_cmp);

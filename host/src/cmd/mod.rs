@@ -24,7 +24,7 @@ fn operating_point(model: &mut TrainedModel, a: &OperatingArgs) -> Result<()> {
         return Ok(());
     }
     let before = model.threshold.value;
-    model.set_operating_point(a.threshold, a.frr, a.confidence)?;
+    kensa_core::train::threshold::set_operating_point(model, a.threshold, a.frr, a.confidence)?;
     say!(
         "operating threshold {:.4} ({}) instead of the model's {before:.4}",
         model.threshold.value,

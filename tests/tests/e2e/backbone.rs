@@ -1,4 +1,4 @@
-//! The imported EfficientNet-Lite0 is the real network: it classifies photos correctly,
+//! The imported EfficientNet-Lites are the real networks: they classify photos correctly,
 //! and the shipped feature backbone is exactly what the import command produces.
 
 use std::path::PathBuf;
@@ -23,9 +23,62 @@ fn top1(stdout: &str) -> Vec<(String, usize)> {
 
 #[test]
 fn imported_weights_classify_real_photos() {
+    classifies_real_photos(&weights());
+}
+
+#[test]
+fn the_larger_lite1_and_lite2_import_classify_and_train() {
+    for variant in [1, 2] {
+        let pth = kensa_e2e::weights::efficientnet_lite(variant);
+        classifies_real_photos(&pth);
+        // Their feature graph names its outputs, and training picks the finest and
+        // coarsest of them by itself.
+        let dir = tempdir();
+        let onnx = dir.path().join("features.onnx");
+        let out = run_ok(
+            kensa().args(["backbone", "import", "--truncate", "--pth"]).arg(&pth).arg("--out").arg(&onnx),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(&format!("EfficientNet-Lite{variant}")), "{stdout}");
+        assert!(stdout.contains("block6 (stride 8), block10 (stride 16), block14 (stride 16)"), "{stdout}");
+        let data = dir.path().join("data");
+        run_ok(
+            kensa()
+                .args([
+                    "synth",
+                    "--size",
+                    "64",
+                    "--train",
+                    "6",
+                    "--test-good",
+                    "2",
+                    "--test-defect",
+                    "2",
+                    "--out",
+                ])
+                .arg(&data),
+        );
+        let model = dir.path().join("m.kmodel");
+        run_ok(
+            kensa()
+                .args(["train", "--size", "64", "--data"])
+                .arg(&data)
+                .arg("--backbone")
+                .arg(&onnx)
+                .arg("-o")
+                .arg(&model),
+        );
+        let out = run_ok(kensa().arg("inspect-model").arg(&model));
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(shown.contains("backbone = ") && shown.contains("features    block6, block14"), "{shown}");
+        run_ok(kensa().arg("eval").arg("--data").arg(&data).arg("-m").arg(&model));
+    }
+}
+
+fn classifies_real_photos(pth: &std::path::Path) {
     let dir = tempdir();
     let onnx = dir.path().join("full.onnx");
-    run_ok(kensa().args(["backbone", "import", "--pth"]).arg(weights()).arg("--out").arg(&onnx));
+    run_ok(kensa().args(["backbone", "import", "--pth"]).arg(pth).arg("--out").arg(&onnx));
     let photos = repo_root().join("tests/data/imagenet");
     let out = run_ok(
         kensa()

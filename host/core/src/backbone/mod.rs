@@ -184,17 +184,61 @@ impl Backbone {
     }
 }
 
-/// Feature blocks exported by default: stride 8 (block 4, 40 channels) and stride 16
-/// (block 7, 80 channels; block 10, 112 channels). See docs/benchmarks.md for the choice.
+/// Feature blocks Lite0 exports by default: stride 8 (block 4, 40 channels) and stride 16
+/// (block 7, 80 channels; block 10, 112 channels). See docs/benchmarks.md for the choice;
+/// Lite1 and Lite2 export the same stages' last blocks.
 pub const DEFAULT_FEATURE_BLOCKS: [usize; 3] = [4, 7, 10];
+
+/// The feature outputs a model trains on by default from a backbone this crate imported:
+/// its finest and its coarsest (for Lite0 `block4` and `block10`), read from the
+/// `kensa.features` entry the import writes into the graph.
+pub fn default_features(onnx: &[u8]) -> Result<Vec<String>> {
+    use prost::Message as _;
+    let model = tract_onnx::pb::ModelProto::decode(onnx)
+        .map_err(|e| Error::Weights(format!("the backbone is not an ONNX model: {e}")))?;
+    let listed =
+        model.metadata_props.iter().find(|p| p.key == "kensa.features").map(|p| p.value.clone()).ok_or_else(
+            || {
+                Error::Invalid(
+                    "the backbone does not list its feature outputs (kensa.features): give --features".into(),
+                )
+            },
+        )?;
+    let names: Vec<String> = listed
+        .split(',')
+        .filter_map(|e| e.split(':').next())
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    match (names.first(), names.last()) {
+        (Some(a), Some(b)) if a != b => Ok(vec![a.clone(), b.clone()]),
+        (Some(a), _) => Ok(vec![a.clone()]),
+        _ => fail!(Invalid, "the backbone lists no feature outputs: give --features"),
+    }
+}
+
+/// What `import` wrote: the graph and its feature outputs as `(block, stride)`.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// ONNX bytes.
+    pub onnx: Vec<u8>,
+    /// Which EfficientNet-Lite.
+    pub name: String,
+    /// Feature outputs `block<i>` and their strides.
+    pub features: Vec<(usize, usize)>,
+}
 
 /// The ImageNet input side the classifier was trained at.
 const CLASSIFY_SIZE: usize = 224;
 
-/// EfficientNet-Lite0 as ONNX bytes from the PyTorch weights at `pth`, its provenance
+/// An EfficientNet-Lite as ONNX bytes from the PyTorch weights at `pth`, its provenance
 /// (file name and sha256) written into the graph.
-pub fn import(pth: &Path, spec: &efficientnet::GraphSpec) -> Result<Vec<u8>> {
+pub fn import(pth: &Path, spec: &efficientnet::GraphSpec) -> Result<Imported> {
     let weights = read_state_dict(pth)?;
+    let arch = efficientnet::Architecture::from_weights(&weights)
+        .map_err(|e| Error::Weights(format!("{}: {e}", pth.display())))?;
+    let blocks =
+        if spec.feature_blocks.is_empty() { arch.default_features() } else { spec.feature_blocks.clone() };
     // pytorch-reader reads tensor data lazily from the path, so the checksum needs a second
     // pass over the file (18 MB for EfficientNet-Lite0).
     let bytes = std::fs::read(pth).map_err(Error::io("reading", pth))?;
@@ -203,8 +247,11 @@ pub fn import(pth: &Path, spec: &efficientnet::GraphSpec) -> Result<Vec<u8>> {
         pth.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         kensa_shared::sha256_hex(&bytes)
     );
-    efficientnet::build(&weights, spec, &provenance)
-        .map_err(|e| Error::Weights(format!("building EfficientNet-Lite0 from {}: {e}", pth.display())))
+    let onnx = efficientnet::build(&weights, spec, &provenance)
+        .map_err(|e| Error::Weights(format!("building {} from {}: {e}", arch.name().1, pth.display())))?;
+    let features =
+        blocks.iter().filter(|&&b| b < arch.blocks.len()).map(|&b| (b, arch.stride_after(b))).collect();
+    Ok(Imported { onnx, name: arch.name().1, features })
 }
 
 /// Top-5 `(class, probability)` for each image.

@@ -9,10 +9,10 @@
 //! With defective validation images as well, the threshold is the best F1
 //! ([`crate::metrics::f1_max`]).
 
-use serde::{Deserialize, Serialize};
-
+use crate::error::{Result, ensure, fail};
+pub use crate::evidence::{Evidence, FalseRejects, false_rejects, images_needed, upper_bound};
 use crate::metrics;
-use crate::model::{Threshold, ThresholdRule};
+use crate::model::{Threshold, ThresholdRule, TrainedModel};
 
 /// Default confidence of the false-reject bound.
 pub const DEFAULT_CONFIDENCE: f64 = 0.95;
@@ -20,74 +20,6 @@ pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 /// Fewest defective validation images an F1-optimal threshold is trusted on; below it
 /// training warns (the threshold then rests on a handful of defects).
 pub const MIN_VALIDATION_DEFECTS: usize = 10;
-
-/// Scores the threshold was chosen on: every good training image scored by a model that
-/// did not see it, and defective validation images.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// Out-of-sample scores of good images.
-    pub good: Vec<f32>,
-    /// Scores of defective validation images.
-    pub defective: Vec<f32>,
-}
-
-/// What a threshold means on the good evidence.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FalseRejects {
-    /// Good scores it was measured on.
-    pub good: usize,
-    /// Of those, how many reach the threshold (would be rejected).
-    pub rejected: usize,
-    /// Upper bound of the false-reject rate at the confidence asked.
-    pub bound: f64,
-}
-
-/// The false-reject evidence for threshold `t` (NG when score ≥ t) on `good` scores.
-pub fn false_rejects(good: &[f32], t: f32, confidence: f64) -> FalseRejects {
-    let rejected = good.iter().filter(|&&s| s >= t).count();
-    FalseRejects { good: good.len(), rejected, bound: upper_bound(rejected, good.len(), confidence) }
-}
-
-/// Clopper–Pearson upper bound of a binomial rate seen as `k` of `n`: the largest rate
-/// under which seeing `k` or fewer still has probability `1 − confidence`.
-pub fn upper_bound(k: usize, n: usize, confidence: f64) -> f64 {
-    if n == 0 || k >= n {
-        return 1.0;
-    }
-    let alpha = 1.0 - confidence;
-    // P(X ≤ k) falls as p grows: bisect for P(X ≤ k | n, p) = α.
-    let (mut lo, mut hi) = (0.0f64, 1.0f64);
-    for _ in 0..100 {
-        let mid = 0.5 * (lo + hi);
-        if binomial_cdf(k, n, mid) > alpha { lo = mid } else { hi = mid }
-    }
-    hi
-}
-
-/// P(X ≤ k) for X ~ Binomial(n, p), summed in log space so large `n` cannot underflow.
-fn binomial_cdf(k: usize, n: usize, p: f64) -> f64 {
-    if p <= 0.0 {
-        return 1.0;
-    }
-    if p >= 1.0 {
-        return if k >= n { 1.0 } else { 0.0 };
-    }
-    let (lp, lq) = (p.ln(), (1.0 - p).ln());
-    let mut log_term = n as f64 * lq; // log P(X = 0)
-    let mut terms = vec![log_term];
-    for i in 0..k {
-        log_term += ((n - i) as f64).ln() - ((i + 1) as f64).ln() + lp - lq;
-        terms.push(log_term);
-    }
-    let peak = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (peak + terms.iter().map(|t| (t - peak).exp()).sum::<f64>().ln()).exp().min(1.0)
-}
-
-/// Good images needed before "none of them rejected" shows a false-reject rate of at
-/// most `target` with `confidence` (solves `(1 − target)^n ≤ 1 − confidence`).
-pub fn images_needed(target: f64, confidence: f64) -> usize {
-    ((1.0 - confidence).ln() / (1.0 - target).ln()).ceil() as usize
-}
 
 /// The threshold for `evidence`: best F1 when it holds good and defective scores, else
 /// the lowest threshold whose false-reject rate is at most `frr` with `confidence`.
@@ -137,6 +69,39 @@ pub fn false_reject_rate(good: &[f32], frr: f64, confidence: f64) -> Threshold {
     }
 }
 
+/// Move `model`'s operating point: to `threshold` set by hand, or to the false-reject
+/// rule for `frr` re-run on the good scores training measured out of sample.
+pub fn set_operating_point(
+    model: &mut TrainedModel,
+    threshold: Option<f32>,
+    frr: Option<f64>,
+    confidence: f64,
+) -> Result<()> {
+    match (threshold, frr) {
+        (Some(_), Some(_)) => fail!(Invalid, "give a threshold or a false-reject rate, not both"),
+        (Some(value), None) => {
+            ensure!(!value.is_nan(), Invalid, "threshold must be a number");
+            model.threshold = Threshold { value, rule: ThresholdRule::Manual };
+        }
+        (None, Some(frr)) => {
+            ensure!(frr > 0.0 && frr < 1.0, Invalid, "false-reject rate {frr} must be between 0 and 1");
+            ensure!(
+                confidence > 0.0 && confidence < 1.0,
+                Invalid,
+                "confidence {confidence} must be between 0 and 1"
+            );
+            ensure!(
+                !model.training.evidence.good.is_empty(),
+                Invalid,
+                "this model carries no good-image scores to choose a threshold from; give --threshold"
+            );
+            model.threshold = false_reject_rate(&model.training.evidence.good, frr, confidence);
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
 /// What makes `t` weak evidence, in words, for training output, `inspect` and reports.
 pub fn warnings(t: &Threshold, evidence: &Evidence, frr: f64, confidence: f64) -> Vec<String> {
     let mut out = Vec::new();
@@ -179,26 +144,6 @@ mod tests {
 
     fn ev(good: &[f32], defective: &[f32]) -> Evidence {
         Evidence { good: good.to_vec(), defective: defective.to_vec() }
-    }
-
-    #[test]
-    fn the_bound_matches_known_clopper_pearson_values() {
-        // "Rule of three": 0 of n gives ≈ 3/n at 95 %; exact 1 − 0.05^(1/n).
-        for n in [10usize, 37, 299, 1000] {
-            let want = 1.0 - 0.05f64.powf(1.0 / n as f64);
-            assert!((upper_bound(0, n, 0.95) - want).abs() < 1e-9, "n = {n}");
-        }
-        // 2 of 637: the exact one-sided 95 % bound is 0.00987 (beta quantile).
-        assert!((upper_bound(2, 637, 0.95) - 0.009_87).abs() < 5e-5, "{}", upper_bound(2, 637, 0.95));
-        assert_eq!(upper_bound(5, 5, 0.95), 1.0);
-        assert!(upper_bound(1, 100, 0.99) > upper_bound(1, 100, 0.95));
-    }
-
-    #[test]
-    fn images_needed_is_the_first_sample_that_can_show_the_target() {
-        let n = images_needed(0.01, 0.95);
-        assert_eq!(n, 299);
-        assert!(upper_bound(0, n, 0.95) <= 0.01 && upper_bound(0, n - 1, 0.95) > 0.01);
     }
 
     #[test]
