@@ -52,6 +52,8 @@ pub struct SupervisedOptions {
     pub fit: FitOptions,
     /// Also fit the anomaly head and combine.
     pub combined: bool,
+    /// Fewest defective training images accepted ([`MIN_TRAINING_DEFECTS`]).
+    pub min_defects: usize,
 }
 
 impl Default for SupervisedOptions {
@@ -62,6 +64,7 @@ impl Default for SupervisedOptions {
             augment: Augment::default(),
             fit: FitOptions::default(),
             combined: false,
+            min_defects: MIN_TRAINING_DEFECTS,
         }
     }
 }
@@ -140,15 +143,16 @@ pub fn train_supervised(
     let defects = ds.train_defects.len()
         + ds.validation.iter().filter(|i| i.is_defect()).count()
         + ds.test.iter().filter(|i| i.is_defect()).count();
+    let min = opts.min_defects.max(1);
     ensure!(
-        ds.train_defects.len() >= MIN_TRAINING_DEFECTS,
+        ds.train_defects.len() >= min,
         Dataset,
-        "supervised training needs at least {MIN_TRAINING_DEFECTS} defective training images; the labelled \
+        "supervised training needs at least {min} defective training images; the labelled \
          split (2 of every 5 defects train, 1 validates, 2 test) gives {} of the {defects} defective images \
          to training, so about {} defective images are needed in all. With fewer, train an anomaly model \
          from good images (leave out --supervised)",
         ds.train_defects.len(),
-        MIN_TRAINING_DEFECTS * 5 / 2
+        min * 5 / 2
     );
     let val_good = ds.validation.iter().filter(|i| !i.is_defect()).count();
     ensure!(
