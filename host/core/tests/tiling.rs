@@ -2,7 +2,8 @@
 //!
 //! Resized whole to the 256 px model input the dust shrinks below one pixel and is
 //! missed; cut into 512 px tiles (each scaled to 256 px) it keeps half its size and must
-//! be found and boxed within 10 px of where it was drawn.
+//! be found and boxed within 10 px of where it was drawn, also where it lies across the
+//! edge of one tile (that tile sees half of it; its neighbour sees it whole).
 
 use std::path::Path;
 
@@ -50,6 +51,16 @@ fn tiles_find_and_box_small_debris_that_resizing_misses() {
     let dust = Debris { cx, cy, length: 40.0, width: 12.0, angle: 0.5, level };
     part.add_debris(dust);
     let truth = dust.bbox(W, H);
+    // A second piece across a seam: x = 2192 is where the tile starting at 1680 ends;
+    // the tile starting at 2100 holds all of it.
+    let tiles = Tiling { tile: 512, overlap: 64 }.tiles(W, H);
+    assert!(tiles.iter().any(|t| t.x == 1680) && tiles.iter().any(|t| t.x == 2100), "tile layout changed");
+    let (sx, sy) = (2192.0, 2500.0);
+    let local = part.image.get_pixel(sx as u32, sy as u32)[0] as f32;
+    let level = if local > 110.0 { local - 70.0 } else { local + 70.0 } as u8;
+    let seam_dust = Debris { cx: sx, cy: sy, length: 40.0, width: 12.0, angle: 0.0, level };
+    part.add_debris(seam_dust);
+    let seam_truth = seam_dust.bbox(W, H);
     let test_path = dir.path().join("part.png");
     save(&part, &test_path);
 
@@ -66,9 +77,26 @@ fn tiles_find_and_box_small_debris_that_resizing_misses() {
 
     let (ng, boxes) = run(Some(Tiling { tile: 512, overlap: 64 }));
     assert!(ng, "tiled model passed the part with dust");
-    let b = boxes.first().expect("a defect box");
-    let found = (b.x0, b.y0, b.x1, b.y1);
-    assert!(close(found, truth, 10), "strongest box {found:?} is not within 10 px of the dust at {truth:?}");
+    let found: Vec<(u32, u32, u32, u32)> = boxes.iter().map(|b| (b.x0, b.y0, b.x1, b.y1)).collect();
+    assert!(
+        found.iter().any(|&b| close(b, truth, 10)),
+        "no box {found:?} within 10 px of the dust at {truth:?}"
+    );
+    // One box for the whole piece on the seam, not half of it.
+    let on_seam: Vec<_> = found
+        .iter()
+        .filter(|b| b.0 <= seam_truth.2 && b.2 >= seam_truth.0 && b.1 <= seam_truth.3 && b.3 >= seam_truth.1)
+        .collect();
+    assert_eq!(on_seam.len(), 1, "the dust across the seam at {seam_truth:?} is boxed as {on_seam:?}");
+    // Along the seam axis the box spans the piece (the map's blur widens the thin axis,
+    // so the 10 px rule is for x only): centred on it, and most of its length inside.
+    let (b, t) = (on_seam[0], seam_truth);
+    let covered = (b.2.min(t.2) as f32 - b.0.max(t.0) as f32) / (t.2 - t.0) as f32;
+    let centre_gap = ((b.0 + b.2) as f32 / 2.0 - (t.0 + t.2) as f32 / 2.0).abs();
+    assert!(
+        covered >= 0.7 && centre_gap <= 10.0,
+        "seam box {b:?} covers {covered:.2} of the dust {t:?}, centre off by {centre_gap} px"
+    );
 
     let (ng, boxes) = run(None);
     let boxed = boxes.iter().any(|b| close((b.x0, b.y0, b.x1, b.y1), truth, 10));

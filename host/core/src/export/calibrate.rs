@@ -33,7 +33,11 @@ pub(super) fn calibration_images(model: &TrainedModel) -> Result<Vec<image::Dyna
 /// Run the fp32 graph on `images` (per tile when tiled) and record the range of every
 /// tensor an int8 graph quantises: the input of each quantisable convolution (their
 /// outputs stay f32) and, for PatchCore, the centred patches.
-pub fn calibrate(model: &TrainedModel, images: &[image::DynamicImage]) -> Result<Ranges> {
+pub fn calibrate(
+    model: &TrainedModel,
+    images: &[image::DynamicImage],
+    progress: &dyn crate::Progress,
+) -> Result<Ranges> {
     use tract_onnx::prelude::*;
     let convs = GraphBuilder::extend(&model.backbone)
         .map_err(|source| Error::Onnx { context: "the model's backbone is not valid ONNX", source })?
@@ -70,10 +74,13 @@ pub fn calibrate(model: &TrainedModel, images: &[image::DynamicImage]) -> Result
         }
         Ok(())
     };
+    progress.begin("calibration", images.len());
     for img in images {
         for (_, crop) in kensa_shared::tiling::crops(model.tiling, img) {
             observe(&crop).map_err(Error::inference("calibration run"))?;
         }
+        progress.advance(1);
     }
+    progress.end();
     Ok(ranges)
 }

@@ -90,7 +90,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<Package> {
     let precision = opts.precision;
-    let mut pkg = package(model, precision, Vec::new())?;
+    let mut pkg = package_calibrated(model, precision, Vec::new(), None, progress)?;
     match data {
         Some((ds, name)) => {
             let (got, range) = measure(&pkg, ds, opts.on_error, progress)?;

@@ -13,29 +13,30 @@ use crate::model::TrainedModel;
 
 /// The package of `model` at `precision`, with `metrics` measured at export.
 pub fn package(model: &TrainedModel, precision: Precision, metrics: Vec<(String, f64)>) -> Result<Package> {
-    package_calibrated(model, precision, metrics, None)
+    package_calibrated(model, precision, metrics, None, &crate::progress::Silent)
 }
 
 /// [`package`], an `int8` one calibrated on `calibration` (default: the first good
-/// training images of the folder the model was trained on).
+/// training images of the folder the model was trained on), telling `progress` how
+/// calibration goes (a tiled model runs every tile of every calibration image).
 pub fn package_calibrated(
     model: &TrainedModel,
     precision: Precision,
     metrics: Vec<(String, f64)>,
     calibration: Option<&[image::DynamicImage]>,
+    progress: &dyn crate::Progress,
 ) -> Result<Package> {
     // A box refuses a package without a finite threshold; refuse to write one.
     ensure!(
         model.threshold.value.is_finite(),
         Invalid,
-        "the model has no decision threshold ({}, {}): train it with held-out good images (--holdout) or \
-         validation images",
+        "the model has no decision threshold ({}, {}): train it again, or give one with --threshold",
         model.threshold.value,
         model.threshold.rule
     );
     let ranges = match (precision, calibration) {
-        (Precision::Int8, Some(images)) => Some(calibrate(model, images)?),
-        (Precision::Int8, None) => Some(calibrate(model, &calibration_images(model)?)?),
+        (Precision::Int8, Some(images)) => Some(calibrate(model, images, progress)?),
+        (Precision::Int8, None) => Some(calibrate(model, &calibration_images(model)?, progress)?),
         _ => None,
     };
     let onnx = graph(model, precision, ranges.as_ref())?;
@@ -53,8 +54,16 @@ pub fn package_calibrated(
         ),
         precision,
         training: format!(
-            "{} good + {} defective images from {}, coreset {:?}, seed {}",
-            t.images, t.defect_images, t.dataset, t.coreset_ratio, t.seed
+            "{} good + {} defective images from {}, coreset {:?}, seed {}, threshold evidence: {} good scored \
+             out of sample ({} folds), {} defective",
+            t.images,
+            t.defect_images,
+            t.dataset,
+            t.coreset_ratio,
+            t.seed,
+            t.evidence.good.len(),
+            t.folds,
+            t.evidence.defective.len()
         ),
         metrics,
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),

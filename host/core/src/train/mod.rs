@@ -329,6 +329,12 @@ fn fit_head(
                     .filter(|(_, i)| fold_of(**i) != f)
                     .map(|(p, _)| p.clone())
                     .collect();
+                ensure!(
+                    rest.len() >= 2,
+                    Dataset,
+                    "PaDiM's out-of-sample scores need at least 2 images outside each fold: give 3 or more good \
+                     images"
+                );
                 fold_heads.push(Head::Padim(Padim::fit(&rest, channels, opts.seed)?));
                 progress.advance(1);
             }

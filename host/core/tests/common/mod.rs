@@ -37,7 +37,8 @@ pub fn trained_with(dir: &Path, method: Method) -> TrainedModel {
 pub fn exported_int8(model: &TrainedModel) -> Package {
     let calibration: Vec<image::DynamicImage> =
         (0..8u64).map(|i| image::DynamicImage::ImageLuma8(generate(&spec(), 500 + i, false).image)).collect();
-    let pkg = export::package_calibrated(model, Precision::Int8, vec![], Some(&calibration)).unwrap();
+    let pkg =
+        export::package_calibrated(model, Precision::Int8, vec![], Some(&calibration), &Silent).unwrap();
     Package::from_bytes(&pkg.to_bytes()).unwrap()
 }
 
