@@ -134,13 +134,21 @@ pub fn predict(
     let mut all = Vec::with_capacity(files.len());
     let mut used_names = std::collections::HashSet::new();
     for group in files.chunks(GROUP) {
-        let opened: Vec<_> = group.par_iter().map(|p| dataset::open_image(p)).collect();
-        let images: Vec<_> = opened.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-        let mut scored = scorer.score(&images, &|_| ())?.into_iter();
-        for (path, image) in group.iter().zip(&opened) {
-            let image = match image {
-                Ok(image) => image,
-                Err(e) => {
+        // Decoded images move into one list for scoring; a failure keeps its place.
+        let mut images = Vec::with_capacity(group.len());
+        let failures: Vec<Option<String>> = group
+            .par_iter()
+            .map(|p| dataset::open_image(p))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|r| r.map(|img| images.push(img)).err().map(|e| format!("{e:#}")))
+            .collect();
+        let scored = scorer.score(&images, &|_| ())?;
+        let mut decoded = images.iter().zip(scored);
+        for (path, failure) in group.iter().zip(failures) {
+            let (image, s) = match failure {
+                None => decoded.next().expect("one score per decoded image"),
+                Some(e) => {
                     let p = Prediction {
                         file: path.clone(),
                         width: 0,
@@ -150,14 +158,13 @@ pub fn predict(
                         threshold,
                         defects: Vec::new(),
                         overlay: None,
-                        error: Some(format!("{e:#}")),
+                        error: Some(e),
                     };
                     each(&p)?;
                     all.push(p);
                     continue;
                 }
             };
-            let s = scored.next().expect("one score per decoded image");
             let (w, h) = (image.width(), image.height());
             let decision = decide(s.score, threshold).as_str();
             // Found once at map scale (drawn on the overlay), reported in image pixels;

@@ -146,8 +146,8 @@ pub fn train(
     if let Some(t) = opts.tiling {
         t.validate()?;
     }
-    let gathered = gather(&ds.train, opts, &backbone, &pre, progress)?;
-    let kept = gathered.kept.clone();
+    let mut gathered = gather(&ds.train, opts, &backbone, &pre, progress)?;
+    let kept = std::mem::take(&mut gathered.kept);
     ensure!(kept.len() >= 2, Dataset, "need at least 2 readable good training images, found {}", kept.len());
     let folds = opts.folds.min(kept.len());
     tracing::info!(images = kept.len(), seconds = started.elapsed().as_secs_f64(), "features extracted");
