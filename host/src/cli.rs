@@ -404,7 +404,7 @@ pub struct PredictArgs {
     /// The trained model.
     #[arg(short, long)]
     pub model: PathBuf,
-    /// Output folder (predictions.json, overlays/).
+    /// Output folder (predictions.json, predictions.jsonl, overlays/).
     #[arg(short, long, default_value = "kensa-predict")]
     pub out: PathBuf,
     #[command(flatten)]

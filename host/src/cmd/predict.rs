@@ -2,10 +2,12 @@
 //!
 //! Writes `predictions.json` (one record per image: score, decision, threshold and defect
 //! boxes in source-image pixels, or the reason it could not be inspected) and an overlay
-//! per image, and prints one line per image. The file is rewritten atomically after
-//! every group of images, so a crash keeps what finished; Ctrl-C stops after the group
-//! being scored and writes everything decided so far.
+//! per image, and prints one line per image. Each record is also appended to
+//! `predictions.jsonl` as it is decided (synced after every group), so a crash keeps what
+//! finished at a cost linear in the batch; `predictions.json` is written atomically at
+//! the end. Ctrl-C stops after the group being scored and writes everything decided.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,8 +120,8 @@ pub fn run(a: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// Score `files` and write `out/predictions.json` and `out/overlays/` (which must
-/// exist). `each` is called per image as it is decided (for live output); `stop` ends
+/// Score `files` and write `out/predictions.jsonl`, `out/predictions.json` and
+/// `out/overlays/` (which must exist). `each` is called per image as it is decided (for live output); `stop` ends
 /// the run after the current group, keeping everything decided.
 pub fn predict(
     scorer: &Scorer,
@@ -130,6 +132,14 @@ pub fn predict(
 ) -> Result<Vec<Prediction>> {
     let overlays = out.join("overlays");
     let json = out.join("predictions.json");
+    let mut journal = Journal::create(out.join("predictions.jsonl"))?;
+    let mut record = |p: Prediction, all: &mut Vec<Prediction>, journal: &mut Journal| -> Result<()> {
+        // On file before it is shown: every verdict printed survives a crash.
+        journal.append(&p)?;
+        each(&p)?;
+        all.push(p);
+        Ok(())
+    };
     let threshold = scorer.model.threshold.value;
     let mut all = Vec::with_capacity(files.len());
     let mut used_names = std::collections::HashSet::new();
@@ -160,8 +170,7 @@ pub fn predict(
                         overlay: None,
                         error: Some(e),
                     };
-                    each(&p)?;
-                    all.push(p);
+                    record(p, &mut all, &mut journal)?;
                     continue;
                 }
             };
@@ -193,13 +202,37 @@ pub fn predict(
                 overlay: Some(format!("overlays/{name}")),
                 error: None,
             };
-            each(&p)?;
-            all.push(p);
+            record(p, &mut all, &mut journal)?;
         }
-        output::write_atomic(&json, serde_json::to_string_pretty(&all)?.as_bytes())?;
+        // What a crash must not lose reaches the disk once per group.
+        journal.sync()?;
         if stop.load(Ordering::SeqCst) {
             break;
         }
     }
+    output::write_atomic(&json, serde_json::to_string_pretty(&all)?.as_bytes())?;
     Ok(all)
+}
+
+/// `predictions.jsonl`: one JSON record per line, appended as each image is decided.
+struct Journal {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Journal {
+    fn create(path: PathBuf) -> Result<Self> {
+        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { file, path })
+    }
+
+    fn append(&mut self, p: &Prediction) -> Result<()> {
+        let mut line = serde_json::to_vec(p)?;
+        line.push(b'\n');
+        self.file.write_all(&line).with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file.sync_data().with_context(|| format!("writing {}", self.path.display()))
+    }
 }

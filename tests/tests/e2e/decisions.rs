@@ -124,6 +124,7 @@ fn predict_keeps_a_row_for_every_file_and_names_what_is_wrong() {
     let rows = json(&pred.join("predictions.json"));
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(&journal(&pred), rows, "the journal and the summary agree");
     let row = |name: &str| rows.iter().find(|r| r["file"].as_str().unwrap().ends_with(name)).unwrap();
     for bad in ["empty.png", "cut.jpg"] {
         let r = row(bad);
@@ -162,33 +163,49 @@ fn ctrl_c_keeps_what_predict_finished() {
     for i in 0..400 {
         big.save(inputs.join(format!("p{i:03}.png"))).unwrap();
     }
+    // Start predicting, wait for the first verdict, send `signal`; the verdicts printed.
+    let interrupt = |pred: &Path, signal: &str| {
+        let mut child = kensa()
+            .arg("predict")
+            .arg("-m")
+            .arg(&model)
+            .arg("-o")
+            .arg(pred)
+            .arg(&inputs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first.contains("p000.png"), "{first}");
+        run_ok(std::process::Command::new("kill").args([signal, &child.id().to_string()]));
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert!(!child.wait().unwrap().success(), "an interrupted run says so by its exit status");
+        1 + rest.iter().filter(|l| l.contains(".png:")).count()
+    };
+
     let pred = dir.path().join("pred");
-    let mut child = kensa()
-        .arg("predict")
-        .arg("-m")
-        .arg(&model)
-        .arg("-o")
-        .arg(&pred)
-        .arg(&inputs)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("p000.png"), "{first}");
-    run_ok(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "an interrupted run says so by its exit status");
+    let printed = interrupt(&pred, "-INT");
     let rows = json(&pred.join("predictions.json"));
     let rows = rows.as_array().unwrap();
     assert!(!rows.is_empty() && rows.len() < 400, "{} rows", rows.len());
-    assert_eq!(
-        rows.len(),
-        1 + rest.iter().filter(|l| l.contains(".png:")).count(),
-        "every printed verdict is kept"
-    );
+    assert_eq!(rows.len(), printed, "every printed verdict is kept");
+    assert_eq!(journal(&pred).len(), printed, "the journal holds the same rows");
+
+    // Killed outright: no chance to write the summary file, but the journal has every
+    // verdict that was printed (and at most the one being printed when the kill came).
+    let crashed = dir.path().join("crashed");
+    let printed = interrupt(&crashed, "-KILL");
+    let rows = journal(&crashed);
+    assert!((printed..=printed + 1).contains(&rows.len()), "{} rows, {printed} printed", rows.len());
+    assert!(rows.iter().all(|r| r["decision"] == "OK" || r["decision"] == "NG"), "{rows:?}");
+}
+
+/// The rows of `predictions.jsonl` in `pred`.
+fn journal(pred: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(pred.join("predictions.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
