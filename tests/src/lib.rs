@@ -109,6 +109,18 @@ pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Write a small synthetic MVTec-layout dataset of 64 px images at `out`: `train` good
+/// training images, `test_good` good and `test_defect` defective test images.
+pub fn synth_small(out: &Path, train: u32, test_good: u32, test_defect: u32) {
+    run_ok(
+        kensa()
+            .args(["synth", "--size", "64"])
+            .args(["--train", &train.to_string(), "--test-good", &test_good.to_string()])
+            .args(["--test-defect", &test_defect.to_string(), "--out"])
+            .arg(out),
+    );
+}
+
 /// A fresh temporary folder, removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("kensa-e2e-").tempdir().expect("temp dir")

@@ -42,22 +42,7 @@ fn the_larger_lite1_and_lite2_import_classify_and_train() {
         assert!(stdout.contains(&format!("EfficientNet-Lite{variant}")), "{stdout}");
         assert!(stdout.contains("block6 (stride 8), block10 (stride 16), block14 (stride 16)"), "{stdout}");
         let data = dir.path().join("data");
-        run_ok(
-            kensa()
-                .args([
-                    "synth",
-                    "--size",
-                    "64",
-                    "--train",
-                    "6",
-                    "--test-good",
-                    "2",
-                    "--test-defect",
-                    "2",
-                    "--out",
-                ])
-                .arg(&data),
-        );
+        kensa_e2e::synth_small(&data, 6, 2, 2);
         let model = dir.path().join("m.kmodel");
         run_ok(
             kensa()

@@ -212,22 +212,7 @@ fn journal(pred: &Path) -> Vec<serde_json::Value> {
 fn commands_check_where_they_write_before_working() {
     let dir = tempdir();
     let data = dir.path().join("data");
-    run_ok(
-        kensa()
-            .args([
-                "synth",
-                "--size",
-                "64",
-                "--train",
-                "4",
-                "--test-good",
-                "2",
-                "--test-defect",
-                "2",
-                "--out",
-            ])
-            .arg(&data),
-    );
+    kensa_e2e::synth_small(&data, 4, 2, 2);
     let started = std::time::Instant::now();
     let err = run_err(
         kensa()
@@ -258,22 +243,7 @@ fn supervised_training_refuses_too_few_defects_and_says_how_many() {
     let dir = tempdir();
     let data = dir.path().join("data");
     // 10 defects: the labelled split gives 4 to training, 2 to validation.
-    run_ok(
-        kensa()
-            .args([
-                "synth",
-                "--size",
-                "64",
-                "--train",
-                "4",
-                "--test-good",
-                "5",
-                "--test-defect",
-                "10",
-                "--out",
-            ])
-            .arg(&data),
-    );
+    kensa_e2e::synth_small(&data, 4, 5, 10);
     let err = run_err(
         kensa()
             .args(["train", "--supervised", "--size", "64", "--data"])
@@ -292,22 +262,7 @@ fn supervised_training_refuses_too_few_defects_and_says_how_many() {
 fn a_training_config_file_sets_options_and_the_model_keeps_them() {
     let dir = tempdir();
     let data = dir.path().join("data");
-    run_ok(
-        kensa()
-            .args([
-                "synth",
-                "--size",
-                "64",
-                "--train",
-                "8",
-                "--test-good",
-                "2",
-                "--test-defect",
-                "2",
-                "--out",
-            ])
-            .arg(&data),
-    );
+    kensa_e2e::synth_small(&data, 8, 2, 2);
     let config = dir.path().join("train.toml");
     std::fs::write(
         &config,

@@ -180,22 +180,7 @@ fn a_damaged_upload_is_refused_and_the_box_keeps_its_model() {
 fn flash_throughput() {
     let dir = kensa_e2e::tempdir();
     let data = dir.path().join("data");
-    run_ok(
-        kensa()
-            .args([
-                "synth",
-                "--size",
-                "64",
-                "--train",
-                "8",
-                "--test-good",
-                "2",
-                "--test-defect",
-                "2",
-                "--out",
-            ])
-            .arg(&data),
-    );
+    kensa_e2e::synth_small(&data, 8, 2, 2);
     let model = dir.path().join("m.kmodel");
     run_ok(
         kensa()
