@@ -32,9 +32,13 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
 }
 
 /// Write `bytes` to `path` so that it holds either its old content or all of `bytes`.
+/// The file gets the mode a plain create would give it (0666 less the umask), not the
+/// private mode of a temporary file: models and reports are made to be shared.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
     let mut tmp = tempfile::Builder::new()
         .prefix(".kensa-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(parent(path))
         .with_context(|| format!("writing {}", path.display()))?;
     tmp.write_all(bytes)
@@ -92,6 +96,12 @@ mod tests {
         write_atomic(&f, b"first").unwrap();
         write_atomic(&f, b"second").unwrap();
         assert_eq!(std::fs::read(&f).unwrap(), b"second");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        let plain = tempfile::tempdir().unwrap();
+        let plain = plain.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        assert_eq!(mode, std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777, "as a plain create");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "no temporary file is left");
     }
 }
