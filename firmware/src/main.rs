@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -254,7 +254,7 @@ fn daemon(args: &Args, logbook: &kensa_fw::logbook::Logbook) -> Result<ExitCode>
                 return Ok(if handled { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
             Next::StartFlashedFirmware => return Ok(ExitCode::from(supervisor::RESTART_EXIT)),
-            Next::RestartPipeline if terminate.load(std::sync::atomic::Ordering::Relaxed) => {
+            Next::RestartPipeline if terminate.load(Ordering::Relaxed) => {
                 return Ok(ExitCode::SUCCESS);
             }
             Next::RestartPipeline => tracing::warn!("restarting the pipeline"),
@@ -293,7 +293,7 @@ fn run(
     let saved_threshold = model.as_ref().ok().and_then(|m| saved.threshold_for(&m.manifest().onnx_sha256));
     // One clock for the line: trigger edges, captures, decisions and pulses.
     let clock = MonotonicClock::default();
-    let store_fault = StoreFault::default();
+    let store_fault = Arc::new(StoreFault::default());
     let source = frame_source(args, &cfg, store.as_ref().map(|s| (s, &store_fault)), clock)?;
     let stop = Arc::new(AtomicBool::new(false));
     let signals = on_stop_signals(&stop)?;
@@ -345,7 +345,7 @@ fn run(
         }
     };
     // The link stops with the line (it may be what stopped it).
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     if let Some(t) = port_thread {
         let _ = t.join();
     }
@@ -428,7 +428,7 @@ fn load_model(source: &ModelSource, trusted: &[kensa_shared::package::VerifyingK
 fn frame_source(
     args: &Args,
     cfg: &Config,
-    store: Option<(&Store, &StoreFault)>,
+    store: Option<(&Store, &Arc<StoreFault>)>,
     clock: MonotonicClock,
 ) -> Result<Box<dyn FrameSource + Send>> {
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
@@ -549,21 +549,48 @@ struct LineSettings<'a> {
     /// Totals so far (a pipeline restart keeps them).
     counters: kensa_fw::station::Counters,
     /// Set while the store cannot be written.
-    store_fault: StoreFault,
+    store_fault: Arc<StoreFault>,
 }
 
 /// Keep a camera sample every this many frames (and the first of each run).
 const SAMPLE_EVERY: u64 = 1000;
 
 /// Why the store could not be written last time, if it could not: the sample keeper
-/// sets it, the station shows it as an alarm.
-type StoreFault = Arc<std::sync::Mutex<Option<String>>>;
+/// sets it, the station shows it as an alarm. The line thread looks between parts
+/// (about every millisecond when idle), so a change counter lets it skip the lock and
+/// the copy while nothing changed.
+#[derive(Debug, Default)]
+struct StoreFault {
+    why: std::sync::Mutex<Option<String>>,
+    changes: std::sync::atomic::AtomicU64,
+}
+
+impl StoreFault {
+    /// Record the outcome of the latest write.
+    fn set(&self, why: Option<String>) {
+        let Ok(mut f) = self.why.lock() else { return };
+        if *f != why {
+            *f = why;
+            self.changes.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The state, if it changed since `seen` (which then moves on).
+    fn changed_since(&self, seen: &mut u64) -> Option<Option<String>> {
+        let now = self.changes.load(Ordering::Acquire);
+        if now == *seen {
+            return None;
+        }
+        *seen = now;
+        self.why.lock().ok().map(|f| f.clone())
+    }
+}
 
 /// A thread writing camera samples into the store at `dir`; ends with the sender. A
 /// write that fails (full disk) sets `fault`, one that succeeds clears it.
 fn sample_keeper(
     dir: &std::path::Path,
-    fault: StoreFault,
+    fault: Arc<StoreFault>,
 ) -> std::sync::mpsc::SyncSender<image::DynamicImage> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<image::DynamicImage>(1);
     let dir = dir.to_path_buf();
@@ -575,9 +602,7 @@ fn sample_keeper(
             if let Err(e) = &result {
                 tracing::warn!("keeping a camera sample: {e}");
             }
-            if let Ok(mut f) = fault.lock() {
-                *f = result.err().map(|e| e.to_string());
-            }
+            fault.set(result.err().map(|e| e.to_string()));
         }
     });
     tx
@@ -692,6 +717,7 @@ fn run_line<P: OutputPin>(
         scored: 0,
         clock,
         store_fault: line.store_fault.clone(),
+        store_fault_seen: 0,
     };
     Ok(parts.run(&mut station, &mut hooks))
 }
@@ -705,7 +731,9 @@ struct Daemon<'a> {
     healthy_after: u64,
     scored: u64,
     clock: MonotonicClock,
-    store_fault: StoreFault,
+    store_fault: Arc<StoreFault>,
+    /// The `store_fault` change last shown.
+    store_fault_seen: u64,
 }
 
 impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
@@ -726,15 +754,10 @@ impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
         if let Some(c) = self.control {
             c.serve(station, overruns);
         }
-        let fault = self.store_fault.try_lock().ok().map(|f| f.clone());
-        match fault {
+        match self.store_fault.changed_since(&mut self.store_fault_seen) {
             Some(Some(why)) => station.raise(kensa_fw::station::Alarm::Store(why)),
-            Some(None)
-                if station.alarms().iter().any(|a| matches!(a, kensa_fw::station::Alarm::Store(_))) =>
-            {
-                station.clear(|a| matches!(a, kensa_fw::station::Alarm::Store(_)))
-            }
-            _ => {}
+            Some(None) => station.clear(|a| matches!(a, kensa_fw::station::Alarm::Store(_))),
+            None => {}
         }
     }
 }
@@ -821,4 +844,22 @@ fn report(s: &Summary, json: bool) -> Result<bool> {
         );
     }
     Ok(handled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreFault;
+
+    #[test]
+    fn a_store_fault_is_seen_once_per_change() {
+        let fault = StoreFault::default();
+        let mut seen = 0;
+        assert_eq!(fault.changed_since(&mut seen), None, "nothing happened yet");
+        fault.set(Some("disk full".into()));
+        assert_eq!(fault.changed_since(&mut seen), Some(Some("disk full".into())));
+        fault.set(Some("disk full".into()));
+        assert_eq!(fault.changed_since(&mut seen), None, "the same fault again is no change");
+        fault.set(None);
+        assert_eq!(fault.changed_since(&mut seen), Some(None), "a write that works clears it");
+    }
 }
