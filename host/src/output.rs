@@ -101,7 +101,11 @@ mod tests {
         let plain = tempfile::tempdir().unwrap();
         let plain = plain.path().join("plain");
         std::fs::write(&plain, b"x").unwrap();
-        assert_eq!(mode, std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777, "as a plain create");
+        assert_eq!(
+            mode,
+            std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777,
+            "as a plain create"
+        );
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "no temporary file is left");
     }
 }
