@@ -104,6 +104,12 @@ impl GraphBuilder {
         self.push_initializer(name, dims, DataType::Int64, raw)
     }
 
+    /// Add an i32 constant (integer-domain offsets); returns its name.
+    pub fn constant_i32(&mut self, name: &str, dims: &[i64], data: &[i32]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_initializer(name, dims, DataType::Int32, raw)
+    }
+
     /// Add a weight stored as int8 with one symmetric scale per index of `axis`, and a
     /// `DequantizeLinear` node that yields it as f32 under `name`. Returns the values a
     /// runtime will compute with (the dequantised ones), so callers can derive

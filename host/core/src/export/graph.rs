@@ -196,9 +196,10 @@ fn patchcore_head(
     g.node("Sub", &[x, &centre], &[CENTRED], &[]);
     let x = CENTRED.to_string();
     // int8: the patches as u8 per tensor (range observed in calibration), the bank as
-    // symmetric 8-bit per row (stored as u8, `onnx::offset_u8`), multiplied by MatMulInteger (exact int32 sums) and brought back to
-    // f32 per bank row. 8-bit *outputs* (QLinearMatMul) would not do: a squared distance
-    // is a small difference of large terms.
+    // symmetric 8-bit per slice (stored as u8, `onnx::offset_u8`), multiplied by
+    // MatMulInteger (exact int32 sums), the minimum taken on the integers
+    // (`integer_minimum`). 8-bit *outputs* (QLinearMatMul) would not do: a squared
+    // distance is a small difference of large terms.
     let quantised_x = match (precision, ranges.and_then(|r| r.get(CENTRED))) {
         (Precision::Int8, Some(&range)) => {
             let (sx, zx) = u8_params(range);
@@ -227,29 +228,18 @@ fn patchcore_head(
         }
         let bt_dims = [dim, n as i64];
         let bt_name = format!("bank.{ci}.minus2_t");
-        // Quantised banks: one scale per bank row (column of Bᵀ), and |b|² from the
-        // dequantised rows so the distance stays a true squared distance.
-        let (dots, bt) = match &quantised_x {
-            Some((xq, sx, xz, bz)) => {
-                let (q, scales) = quantize_symmetric(&bt, &bt_dims, 1);
-                let qn = g.constant_u8(&bt_name, &bt_dims, &offset_u8(&q));
-                let dots = g.op("MatMulInteger", &[xq, &qn, xz, bz], &[]);
-                let per_row: Vec<f32> = scales.iter().map(|s| s * sx).collect();
-                let sn = g.constant_f32(&format!("bank.{ci}.scale"), &[n as i64], &per_row);
-                let dots = g.op("DequantizeLinear", &[&dots, &sn], &[("axis", Attr::Int(1))]);
-                (dots, dequantize(&q, &scales, &bt_dims, 1))
+        if let Some((xq, sx, xz, bz)) = &quantised_x {
+            minima.push(integer_minimum(g, ci, &bt_name, &bt, &bt_dims, (xq, *sx, xz, bz)));
+            continue;
+        }
+        let bt = match precision {
+            Precision::Fp32 => {
+                g.constant_f32(&bt_name, &bt_dims, &bt);
+                bt
             }
-            None => {
-                let bt = match precision {
-                    Precision::Fp32 => {
-                        g.constant_f32(&bt_name, &bt_dims, &bt);
-                        bt
-                    }
-                    Precision::Int8Weights | Precision::Int8 => g.constant_q8(&bt_name, &bt_dims, &bt, 1),
-                };
-                (g.op("MatMul", &[&x, &bt_name], &[]), bt)
-            }
+            Precision::Int8Weights | Precision::Int8 => g.constant_q8(&bt_name, &bt_dims, &bt, 1),
         };
+        let dots = g.op("MatMul", &[&x, &bt_name], &[]);
         let mut bb = vec![0.0f32; n];
         for (i, v) in bt.iter().enumerate() {
             bb[i % n] += 0.25 * v * v;
@@ -268,6 +258,44 @@ fn patchcore_head(
     let d2 = g.op("Add", &[&d2, &xx], &[]);
     let d2 = g.op("Relu", &[&d2], &[]);
     g.op("Sqrt", &[&d2], &[])
+}
+
+/// int8: `min_j(|b_j|² − 2 x·b_j)` over one bank slice, taken on the integers. The slice
+/// has one symmetric scale (not one per row), so every product shares the unit
+/// `s_x · s_b`; `|b_j|²` (from the dequantised rows, so it stays a true squared distance)
+/// is rounded to that unit and added as an int32 bias, `ReduceMin` runs on the int32
+/// sums, and only the `[P, 1]` minima are cast to f32 and scaled. Dequantising the whole
+/// `[P, n]` product first cost a cast and a multiply per element: in tract that made the
+/// int8 graph slower than f32 (docs/benchmarks.md). The rounding is half a unit, far
+/// below a distance's own 8-bit error.
+fn integer_minimum(
+    g: &mut GraphBuilder,
+    ci: usize,
+    name: &str,
+    bt: &[f32],
+    dims: &[i64; 2],
+    (xq, sx, xz, bz): (&str, f32, &str, &str),
+) -> String {
+    let n = dims[1] as usize;
+    let flat = [1, bt.len() as i64];
+    let (q, scale) = quantize_symmetric(bt, &flat, 0);
+    let unit = f64::from(scale[0] * sx);
+    let qn = g.constant_u8(name, dims, &offset_u8(&q));
+    let dots = g.op("MatMulInteger", &[xq, &qn, xz, bz], &[]);
+    let mut bb = vec![0.0f64; n];
+    for (i, v) in dequantize(&q, &scale, &flat, 0).iter().enumerate() {
+        bb[i % n] += 0.25 * f64::from(*v) * f64::from(*v);
+    }
+    let bb: Vec<i32> = bb
+        .iter()
+        .map(|b| (b / unit).round().clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32)
+        .collect();
+    let bb = g.constant_i32(&format!("bank.{ci}.sq_norm"), &[1, n as i64], &bb);
+    let d2 = g.op("Add", &[&dots, &bb], &[]);
+    let m = g.op("ReduceMin", &[&d2], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]);
+    let m = g.op("Cast", &[&m], &[("to", Attr::Int(DataType::Float as i64))]);
+    let unit = g.constant_f32(&format!("bank.{ci}.unit"), &[], &[unit as f32]);
+    g.op("Mul", &[&m, &unit], &[])
 }
 
 /// PaDiM head: `[P, dim]` patches → `[P]` Mahalanobis distance to each position's
