@@ -18,8 +18,8 @@ cp "$here/../../models/demo_brushed_metal.kpkg" "$out/model.kpkg"
 # match (a part every SPACING_MS, the pusher DELAY_MS after the photo-eye). What the
 # stage checks is the drivers, the order and the window of every pulse, not speed.
 cat > "$out/vm.env" <<ENV
-DELAY_MS=${KENSA_VM_DELAY_MS:-15000}
-SPACING_MS=${KENSA_VM_SPACING_MS:-10000}
+DELAY_MS=${KENSA_VM_DELAY_MS:-30000}
+SPACING_MS=${KENSA_VM_SPACING_MS:-20000}
 SLACK_MS=${KENSA_VM_SLACK_MS:-1500}
 ENV
 started=$(date +%s)
