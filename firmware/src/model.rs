@@ -81,10 +81,15 @@ impl Model {
         self.signer.as_deref()
     }
 
-    /// Head and input size, e.g. `patchcore 256x256`.
+    /// Head and input size, e.g. `patchcore 256x256`; for an int8 package also where its
+    /// integer products run on this CPU (the technician sees why it is as fast as it is).
     pub fn describe(&self) -> String {
         let m = self.manifest();
-        format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height)
+        let mut s = format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height);
+        if m.precision == kensa_shared::package::Precision::Int8 {
+            s += &format!(", int8 on {}", self.runner.integer_products().describe());
+        }
+        s
     }
 
     /// Replay the package's golden pairs (the scores its export recorded must come out
@@ -213,6 +218,31 @@ mod tests {
             assert_eq!(a >= threshold, debris, "the fp32 demo judges this part right ({a})");
             assert_eq!(b >= threshold, debris, "debris {debris}: int8 verdict differs ({b} vs fp32 {a})");
         }
+    }
+
+    /// On an x86-64 CPU without integer dot products the box runs an int8 package's
+    /// integer products as f32 (`IntegerProducts`); both ways must give the graph's
+    /// numbers on every architecture CI runs (natively, an emulated AVX2-only x86-64,
+    /// aarch64 under qemu). One part with debris, so the map has a real peak.
+    #[test]
+    fn int8_integer_products_give_the_same_numbers_on_integer_and_f32_kernels() {
+        use kensa_shared::package::Package;
+        use kensa_shared::runtime::IntegerProducts;
+        use kensa_shared::synth::{Surface, SynthSpec};
+        let pkg = Package::from_bytes(include_bytes!("../../models/demo_brushed_metal.int8.kpkg")).unwrap();
+        let spec = SynthSpec::square(Surface::BrushedMetal, 256);
+        let part = DynamicImage::ImageLuma8(kensa_shared::synth::generate(&spec, 12, true).image);
+        let run = |products| {
+            let runner = Runner::with_products(&pkg, 1, products).unwrap();
+            assert_eq!(runner.integer_products(), products, "the int8 demo graph is lowered as asked");
+            runner.score(&part).unwrap()
+        };
+        let (int, float) = (run(IntegerProducts::Integer), run(IntegerProducts::Float));
+        let peak = int.map.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(peak > 0.0 && int.map.len() == float.map.len());
+        let worst = int.map.iter().zip(&float.map).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4 * peak, "maps differ by {worst} ({} of the peak {peak})", worst / peak);
+        assert!((int.score - float.score).abs() <= 1e-4 * peak, "scores {} vs {}", int.score, float.score);
     }
 
     /// The golden pairs were scored on x86-64; this runs on every architecture the box

@@ -75,6 +75,10 @@ pub enum Command {
         /// node by node (`--profile=nodes`).
         #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "ops")]
         profile: Option<ProfileArg>,
+        /// With --package: how an int8 package's integer products run (`auto`: the faster
+        /// way on this CPU, as the box chooses).
+        #[arg(long, value_enum, default_value_t = IntegerProductsArg::Auto)]
+        integer_products: IntegerProductsArg,
         /// Images scored in turn (default: one generated part).
         images: Vec<PathBuf>,
         /// Images timed after the warm-up.
@@ -244,6 +248,17 @@ pub enum ScalingArg {
     Symmetric,
     /// ImageNet mean/std per channel: `(x/255 − μ) / σ`.
     Imagenet,
+}
+
+/// `kensa bench --integer-products`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IntegerProductsArg {
+    /// Integer kernels where this CPU has integer dot products, f32 otherwise.
+    Auto,
+    /// tract's integer kernels.
+    Integer,
+    /// The same integer products as f32.
+    Float,
 }
 
 /// `kensa bench --profile`.

@@ -12,8 +12,11 @@ use image::DynamicImage;
 use tract_onnx::prelude::*;
 
 use crate::package::{Manifest, Package, PackageError};
+
+mod integer;
 pub use crate::tiling::Scored;
 use crate::tiling::score_image;
+pub use integer::{IntegerProducts, LoweringError, lower_to_float};
 
 /// Why a package could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +44,33 @@ pub fn typed_model(onnx: &[u8], input: InferenceFact, outputs: &[String]) -> Tra
     model.into_typed()
 }
 
+/// `onnx` as [`typed_model`] reads it, with its integer products computed as `products`
+/// says. Returns the way they are computed: [`IntegerProducts::Integer`] also for a graph
+/// that has none or that [`lower_to_float`] does not handle.
+fn package_model(
+    onnx: &[u8],
+    input: InferenceFact,
+    products: IntegerProducts,
+) -> TractResult<(TypedModel, IntegerProducts)> {
+    if products == IntegerProducts::Float {
+        let mut proto = tract_onnx::onnx().proto_model_for_read(&mut std::io::Cursor::new(onnx))?;
+        if let Some(graph) = proto.graph.as_mut()
+            && matches!(lower_to_float(graph), Ok(n) if n > 0)
+        {
+            let mut model = tract_onnx::onnx().model_for_proto_model(&proto)?;
+            model.set_input_fact(0, input)?;
+            return Ok((model.into_typed()?, IntegerProducts::Float));
+        }
+    }
+    Ok((typed_model(onnx, input, &[])?, IntegerProducts::Integer))
+}
+
 /// A verified package, optimised for its input size and ready to run.
 #[derive(Clone)]
 pub struct Runner {
     manifest: Manifest,
     plan: Arc<TypedRunnableModel>,
+    products: IntegerProducts,
 }
 
 impl std::fmt::Debug for Runner {
@@ -56,12 +81,24 @@ impl std::fmt::Debug for Runner {
 
 impl Runner {
     /// Load a verified package; `threads` > 1 gives tract's matrix kernels a pool of that
-    /// many threads.
+    /// many threads. Integer products run the faster way on this CPU
+    /// ([`IntegerProducts::for_this_cpu`]).
     pub fn new(pkg: &Package, threads: usize) -> Result<Self, RuntimeError> {
+        Self::with_products(pkg, threads, IntegerProducts::for_this_cpu())
+    }
+
+    /// [`Self::new`] with the integer products computed as `products` says (where the
+    /// graph has any): benchmarks and the test that both ways agree.
+    pub fn with_products(
+        pkg: &Package,
+        threads: usize,
+        products: IntegerProducts,
+    ) -> Result<Self, RuntimeError> {
         let p = pkg.manifest.preprocess;
         let graph = |e: TractError| RuntimeError::Graph(format!("{e:#}"));
         let input = u8::fact([1, 3, p.height as usize, p.width as usize]).into();
-        let optimised = typed_model(&pkg.onnx, input, &[]).and_then(|m| m.into_optimized()).map_err(graph)?;
+        let (typed, products) = package_model(&pkg.onnx, input, products).map_err(graph)?;
+        let optimised = typed.into_optimized().map_err(graph)?;
         let plan = if threads > 1 {
             let options = RunOptions {
                 executor: Some(tract_linalg::multithread::Executor::multithread(threads)),
@@ -72,7 +109,12 @@ impl Runner {
             optimised.into_runnable()
         }
         .map_err(graph)?;
-        Ok(Self { manifest: pkg.manifest.clone(), plan })
+        Ok(Self { manifest: pkg.manifest.clone(), plan, products })
+    }
+
+    /// How this runner computes the package's integer products.
+    pub fn integer_products(&self) -> IntegerProducts {
+        self.products
     }
 
     /// Verify package bytes and load them.
@@ -143,11 +185,7 @@ impl Runner {
                     let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
                     // The first run warms caches and allocations; it is not counted.
                     if run > 0 {
-                        let key = if by_node {
-                            format!("{} {}", node.op.name(), node.name)
-                        } else {
-                            node.op.name().to_string()
-                        };
+                        let key = if by_node { kernel_key(node) } else { node.op.name().to_string() };
                         *totals.entry(key).or_default() += t.elapsed().as_secs_f64();
                     }
                     out
@@ -175,6 +213,20 @@ impl Runner {
                 .collect()
         })
     }
+}
+
+/// A node's profile key: op and node name, and for a matrix product the kernel tract
+/// chose for it (`Mult: m k n with <kernel>`), which is what decides its speed on a CPU.
+fn kernel_key(node: &TypedNode) -> String {
+    let kernel = node
+        .op
+        .info()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|line| line.starts_with("Mult:"))
+        .map(|line| format!(" [{line}]"))
+        .unwrap_or_default();
+    format!("{} {}{kernel}", node.op.name(), node.name)
 }
 
 /// Golden inputs: two generated parts (a good one and one with debris), small enough

@@ -12,21 +12,33 @@ use image::DynamicImage;
 use kensa_core::dataset;
 use kensa_core::model::TrainedModel;
 use kensa_core::score::{Scorer, StageTimes};
-use kensa_shared::runtime::Runner;
+use kensa_shared::package::Package;
+use kensa_shared::runtime::{IntegerProducts, Runner, RuntimeError};
 use kensa_shared::synth::{Surface, SynthSpec};
 
-use crate::cli::ProfileArg;
+use crate::cli::{IntegerProductsArg, ProfileArg};
+
+/// How a package is run: tract threads, profile, integer products.
+#[derive(Debug, Clone, Copy)]
+pub struct How {
+    /// tract threads.
+    pub threads: usize,
+    /// Where the time goes, if asked.
+    pub profile: Option<ProfileArg>,
+    /// How an int8 package's integer products run.
+    pub integer_products: IntegerProductsArg,
+}
 
 /// Time `model` stage by stage, or `package` as the box runs it, on `images` (default:
 /// one generated part).
 pub fn run(
     model: Option<&Path>,
     package: Option<&Path>,
-    threads: usize,
-    profile: Option<ProfileArg>,
+    how: How,
     images: &[PathBuf],
     runs: usize,
 ) -> Result<()> {
+    let How { threads, profile, integer_products } = how;
     let imgs = if images.is_empty() {
         let spec = SynthSpec::square(Surface::BrushedMetal, 256);
         vec![DynamicImage::ImageLuma8(kensa_shared::synth::generate(&spec, 1, true).image)]
@@ -38,9 +50,19 @@ pub fn run(
     };
     if let Some(path) = package {
         let bytes = std::fs::read(path).with_context(|| format!("reading package {}", path.display()))?;
-        let runner =
-            Runner::from_bytes(&bytes, threads).with_context(|| format!("package {}", path.display()))?;
+        let products = match integer_products {
+            IntegerProductsArg::Auto => IntegerProducts::for_this_cpu(),
+            IntegerProductsArg::Integer => IntegerProducts::Integer,
+            IntegerProductsArg::Float => IntegerProducts::Float,
+        };
+        let runner = Package::from_bytes(&bytes)
+            .map_err(RuntimeError::from)
+            .and_then(|pkg| Runner::with_products(&pkg, threads, products))
+            .with_context(|| format!("package {}", path.display()))?;
         say!("package {}, {} image(s), {runs} runs, tract {threads} thread(s)", path.display(), imgs.len());
+        if runner.manifest().precision == kensa_shared::package::Precision::Int8 {
+            say!("integer products on {}", runner.integer_products().describe());
+        }
         let s = run_package(&runner, &imgs, runs)?;
         say!("      graph  p50 {:8.2} ms   p90 {:8.2} ms", s.p50_ms, s.p90_ms);
         if let Some(by) = profile {

@@ -49,8 +49,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::Sign { file, key } => keys::sign(&file, &key),
         Command::InspectModel { model } => inspect::model(&model),
         Command::InspectPackage { package, extract_onnx } => inspect::run(&package, extract_onnx.as_deref()),
-        Command::Bench { model, package, threads, profile, images, runs } => {
-            bench::run(model.as_deref(), package.as_deref(), threads, profile, &images, runs)
+        Command::Bench { model, package, threads, profile, integer_products, images, runs } => {
+            let how = bench::How { threads, profile, integer_products };
+            bench::run(model.as_deref(), package.as_deref(), how, &images, runs)
         }
         Command::Diag { port, baud, action } => diag::run(&port, baud, &action),
         Command::Flash { port, package, firmware, wait, baud } => {
