@@ -16,6 +16,7 @@ pub mod link;
 pub mod logbook;
 pub mod model;
 pub mod permit;
+pub mod samples;
 pub mod schedule;
 pub mod settings;
 pub mod station;

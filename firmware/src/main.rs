@@ -16,6 +16,7 @@ use kensa_fw::line::{self, Summary};
 use kensa_fw::link::{self, Next};
 use kensa_fw::model::{Model, Swappable};
 use kensa_fw::permit::{PermitMode, RunPermit};
+use kensa_fw::samples::{SAMPLE_EVERY, StoreFault, sample_keeper};
 use kensa_fw::schedule::{Outcome, RejectScheduler};
 use kensa_fw::settings::{self, ModelSource, Overrides, Settings};
 use kensa_fw::station::{Action, PartResult, Station};
@@ -552,62 +553,6 @@ struct LineSettings<'a> {
     store_fault: Arc<StoreFault>,
 }
 
-/// Keep a camera sample every this many frames (and the first of each run).
-const SAMPLE_EVERY: u64 = 1000;
-
-/// Why the store could not be written last time, if it could not: the sample keeper
-/// sets it, the station shows it as an alarm. The line thread looks between parts
-/// (about every millisecond when idle), so a change counter lets it skip the lock and
-/// the copy while nothing changed.
-#[derive(Debug, Default)]
-struct StoreFault {
-    why: std::sync::Mutex<Option<String>>,
-    changes: std::sync::atomic::AtomicU64,
-}
-
-impl StoreFault {
-    /// Record the outcome of the latest write.
-    fn set(&self, why: Option<String>) {
-        let Ok(mut f) = self.why.lock() else { return };
-        if *f != why {
-            *f = why;
-            self.changes.fetch_add(1, Ordering::Release);
-        }
-    }
-
-    /// The state, if it changed since `seen` (which then moves on).
-    fn changed_since(&self, seen: &mut u64) -> Option<Option<String>> {
-        let now = self.changes.load(Ordering::Acquire);
-        if now == *seen {
-            return None;
-        }
-        *seen = now;
-        self.why.lock().ok().map(|f| f.clone())
-    }
-}
-
-/// A thread writing camera samples into the store at `dir`; ends with the sender. A
-/// write that fails (full disk) sets `fault`, one that succeeds clears it.
-fn sample_keeper(
-    dir: &std::path::Path,
-    fault: Arc<StoreFault>,
-) -> std::sync::mpsc::SyncSender<image::DynamicImage> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<image::DynamicImage>(1);
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let Ok(store) = Store::open(&dir) else { return };
-        let start = store.next_sample_index();
-        for (i, frame) in rx.into_iter().enumerate() {
-            let result = store.save_sample(start + i, &frame);
-            if let Err(e) = &result {
-                tracing::warn!("keeping a camera sample: {e}");
-            }
-            fault.set(result.err().map(|e| e.to_string()));
-        }
-    });
-    tx
-}
-
 /// The built-in simulated line.
 fn sim_config(args: &Args) -> Config {
     Config {
@@ -844,22 +789,4 @@ fn report(s: &Summary, json: bool) -> Result<bool> {
         );
     }
     Ok(handled)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StoreFault;
-
-    #[test]
-    fn a_store_fault_is_seen_once_per_change() {
-        let fault = StoreFault::default();
-        let mut seen = 0;
-        assert_eq!(fault.changed_since(&mut seen), None, "nothing happened yet");
-        fault.set(Some("disk full".into()));
-        assert_eq!(fault.changed_since(&mut seen), Some(Some("disk full".into())));
-        fault.set(Some("disk full".into()));
-        assert_eq!(fault.changed_since(&mut seen), None, "the same fault again is no change");
-        fault.set(None);
-        assert_eq!(fault.changed_since(&mut seen), Some(None), "a write that works clears it");
-    }
 }

@@ -38,6 +38,15 @@ pub enum ModelError {
     },
 }
 
+/// Threads a package runs on: every core for a tiled package, whose tiles of one frame
+/// are scored side by side; one for an untiled one, one part at a time on the line.
+fn workers(manifest: &Manifest) -> usize {
+    match manifest.tiling {
+        Some(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None => 1,
+    }
+}
+
 /// Timed runs of the self-test: its latency is the slowest of them (the p99 of so few).
 pub const LATENCY_RUNS: usize = 3;
 
@@ -65,8 +74,8 @@ impl Model {
         let pkg = kensa_shared::package::Package::from_bytes(bytes)
             .and_then(|p| p.check_trust(trusted).map(|()| p))
             .map_err(|source| ModelError::Package { path: name.into(), source })?;
-        let runner =
-            Runner::new(&pkg, 1).map_err(|source| ModelError::Graph { path: name.into(), source })?;
+        let runner = Runner::new(&pkg, workers(&pkg.manifest))
+            .map_err(|source| ModelError::Graph { path: name.into(), source })?;
         let signer = pkg.signature.map(|s| kensa_shared::package::key_hex(&s.public_key));
         Ok(Self { runner, signer, latency_p99_us: None })
     }
@@ -88,6 +97,9 @@ impl Model {
         let mut s = format!("{} {}x{}", m.kind, m.preprocess.width, m.preprocess.height);
         if m.precision == kensa_shared::package::Precision::Int8 {
             s += &format!(", int8 on {}", self.runner.integer_products().describe());
+        }
+        if let Some(t) = m.tiling {
+            s += &format!(", tiles of {} px on {} thread(s)", t.tile, self.runner.tile_workers());
         }
         s
     }

@@ -68,7 +68,8 @@ pub enum Command {
         /// A model package instead, run by tract as the box runs it.
         #[arg(short, long)]
         package: Option<PathBuf>,
-        /// With --package: tract threads.
+        /// With --package: threads (a tiled package's tiles side by side, else tract's
+        /// kernel pool).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// With --package: also print where the time goes, by op kind (`--profile`) or

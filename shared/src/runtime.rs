@@ -71,6 +71,8 @@ pub struct Runner {
     manifest: Manifest,
     plan: Arc<TypedRunnableModel>,
     products: IntegerProducts,
+    /// Tiles of one frame scored at once (1 for an untiled package).
+    tile_workers: usize,
 }
 
 impl std::fmt::Debug for Runner {
@@ -80,9 +82,9 @@ impl std::fmt::Debug for Runner {
 }
 
 impl Runner {
-    /// Load a verified package; `threads` > 1 gives tract's matrix kernels a pool of that
-    /// many threads. Integer products run the faster way on this CPU
-    /// ([`IntegerProducts::for_this_cpu`]).
+    /// Load a verified package; `threads` > 1 scores that many tiles of a frame at once
+    /// (tiled packages) or gives tract's matrix kernels a pool of that many threads.
+    /// Integer products run the faster way on this CPU ([`IntegerProducts::for_this_cpu`]).
     pub fn new(pkg: &Package, threads: usize) -> Result<Self, RuntimeError> {
         Self::with_products(pkg, threads, IntegerProducts::for_this_cpu())
     }
@@ -99,7 +101,11 @@ impl Runner {
         let input = u8::fact([1, 3, p.height as usize, p.width as usize]).into();
         let (typed, products) = package_model(&pkg.onnx, input, products).map_err(graph)?;
         let optimised = typed.into_optimized().map_err(graph)?;
-        let plan = if threads > 1 {
+        // A tiled package's tiles are independent model inputs: its threads score tiles
+        // side by side, each on single-threaded kernels, which keeps every core busy
+        // where tract's pool would split each product (docs/benchmarks.md).
+        let tile_workers = if pkg.manifest.tiling.is_some() { threads.max(1) } else { 1 };
+        let plan = if threads > 1 && tile_workers == 1 {
             let options = RunOptions {
                 executor: Some(tract_linalg::multithread::Executor::multithread(threads)),
                 ..Default::default()
@@ -109,7 +115,7 @@ impl Runner {
             optimised.into_runnable()
         }
         .map_err(graph)?;
-        Ok(Self { manifest: pkg.manifest.clone(), plan, products })
+        Ok(Self { manifest: pkg.manifest.clone(), plan, products, tile_workers })
     }
 
     /// How this runner computes the package's integer products.
@@ -198,20 +204,39 @@ impl Runner {
         Ok(ops)
     }
 
-    /// Score one image: the shared preprocessing, then the graph (per tile when tiled).
-    /// A NaN anywhere makes the score NaN, which verdicts treat as "not inspected".
+    /// Score one image: the shared preprocessing, then the graph (per tile when tiled,
+    /// the tiles shared out in order among the runner's threads). A NaN anywhere makes
+    /// the score NaN, which verdicts treat as "not inspected".
     pub fn score(&self, img: &DynamicImage) -> Result<Scored, RuntimeError> {
         let p = self.manifest.preprocess;
         let (width, height) = (p.width as usize, p.height as usize);
+        let one = |crop: &DynamicImage| -> Result<Scored, RuntimeError> {
+            let (score, map) = self.run_pixels(self.pixels(crop))?;
+            Ok(Scored { score, map, width, height })
+        };
         score_image(self.manifest.tiling, img, |crops| {
-            crops
-                .iter()
-                .map(|crop| {
-                    let (score, map) = self.run_pixels(self.pixels(crop))?;
-                    Ok(Scored { score, map, width, height })
-                })
-                .collect()
+            if self.tile_workers <= 1 || crops.len() < 2 {
+                return crops.iter().map(one).collect();
+            }
+            let one = &one;
+            let per_worker = crops.len().div_ceil(self.tile_workers);
+            std::thread::scope(|s| {
+                let workers: Vec<_> = crops
+                    .chunks(per_worker)
+                    .map(|chunk| s.spawn(move || chunk.iter().map(one).collect::<Result<Vec<_>, _>>()))
+                    .collect();
+                let mut scored = Vec::with_capacity(crops.len());
+                for w in workers {
+                    scored.extend(w.join().map_err(|_| RuntimeError::Run("a tile worker panicked".into()))??);
+                }
+                Ok(scored)
+            })
         })
+    }
+
+    /// Tiles of one frame this runner scores at once.
+    pub fn tile_workers(&self) -> usize {
+        self.tile_workers
     }
 }
 

@@ -54,9 +54,14 @@ pub fn extract_patches(
     Ok(chunks.into_iter().flatten().collect())
 }
 
-/// Wall time of each scoring stage for one image.
+/// Wall time of each scoring stage for one image (for a tiled model, summed over its
+/// tiles).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StageTimes {
+    /// Model inputs the image was cut into (1 when untiled).
+    pub tiles: usize,
+    /// Cutting the image into tiles and blending their maps into one (0 when untiled).
+    pub tiling: std::time::Duration,
     /// Resize and colour conversion.
     pub preprocess: std::time::Duration,
     /// CNN forward pass (tract).
@@ -72,7 +77,21 @@ pub struct StageTimes {
 impl StageTimes {
     /// Sum of the stages.
     pub fn total(&self) -> std::time::Duration {
+        self.model_inputs() + self.tiling
+    }
+
+    /// The stages that run once per model input (everything but tiling).
+    fn model_inputs(&self) -> std::time::Duration {
         self.preprocess + self.backbone + self.embed + self.head + self.map
+    }
+
+    fn add(&mut self, t: &StageTimes) {
+        self.tiles += t.tiles;
+        self.preprocess += t.preprocess;
+        self.backbone += t.backbone;
+        self.embed += t.embed;
+        self.head += t.head;
+        self.map += t.map;
     }
 }
 
@@ -99,13 +118,31 @@ impl Scorer {
         Ok(Self { backbone, model })
     }
 
-    /// Score one (untiled) image on the calling thread, timing each stage.
+    /// Score one image on the calling thread, timing each stage; a tiled model's tiles
+    /// run one after another, each stage summed over them, and the cutting and blending
+    /// is timed as `tiling`. The scores are those of [`Self::score`].
     pub fn score_timed(&self, img: &DynamicImage) -> Result<(Scored, StageTimes)> {
-        crate::error::ensure!(
-            self.model.tiling.is_none(),
-            Invalid,
-            "stage timing covers untiled models only"
-        );
+        if self.model.tiling.is_none() {
+            return self.score_input_timed(img);
+        }
+        let started = std::time::Instant::now();
+        let mut times = StageTimes::default();
+        let scored = score_image(self.model.tiling, img, |crops| {
+            crops
+                .iter()
+                .map(|crop| {
+                    let (s, t) = self.score_input_timed(crop)?;
+                    times.add(&t);
+                    Ok(s)
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        times.tiling = started.elapsed().saturating_sub(times.model_inputs());
+        Ok((scored, times))
+    }
+
+    /// [`Self::score_timed`] of one model input (a whole untiled image or one tile).
+    fn score_input_timed(&self, img: &DynamicImage) -> Result<(Scored, StageTimes)> {
         let t0 = std::time::Instant::now();
         let input = self.model.preprocess.apply(img);
         let t1 = std::time::Instant::now();
@@ -127,6 +164,8 @@ impl Scorer {
         Ok((
             scored,
             StageTimes {
+                tiles: 1,
+                tiling: std::time::Duration::ZERO,
                 preprocess: t1 - t0,
                 backbone: t2 - t1,
                 embed: t3 - t2,

@@ -102,3 +102,57 @@ fn tiles_find_and_box_small_debris_that_resizing_misses() {
     let boxed = boxes.iter().any(|b| close((b.x0, b.y0, b.x1, b.y1), truth, 10));
     assert!(!(ng && boxed), "resizing the whole image was expected to miss 12x40 px dust");
 }
+
+/// `kensa bench` times tiled models with `Scorer::score_timed`: one tile after another,
+/// every stage summed over the tiles, and the same score as the scoring every other
+/// command uses.
+#[test]
+fn a_tiled_model_is_timed_stage_by_stage_with_the_scores_of_ordinary_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SynthSpec { width: 1024, height: 768, ..spec() };
+    let mut ds = Dataset::default();
+    for i in 0..2u64 {
+        let path = dir.path().join(format!("good{i}.png"));
+        save(&generate(&spec, 300 + i, false), &path);
+        ds.train.push(Item { path, label: Label::Good, mask: None });
+    }
+    let tiling = Tiling { tile: 512, overlap: 64 };
+    let opts = TrainOptions {
+        method: Method::PatchCore { coreset: 0.1 },
+        tiling: Some(tiling),
+        ..Default::default()
+    };
+    let model =
+        train(&ds, &[], "synthetic 1024x768", &opts, &kensa_core::progress::Silent).expect("training");
+    let scorer = Scorer::with_batch(model, 1).expect("scorer");
+    let part = image::DynamicImage::ImageLuma8(generate(&spec, 400, true).image);
+    let (timed, times) = scorer.score_timed(&part).expect("timed scoring");
+    let plain = scorer.score(std::slice::from_ref(&part), &|_| ()).expect("scoring").remove(0);
+    assert_eq!(times.tiles, tiling.tiles(1024, 768).len());
+    assert!(times.tiles > 1, "the part is cut into tiles");
+    assert!(
+        (timed.score - plain.score).abs() <= 1e-4 * plain.score.abs(),
+        "{} vs {}",
+        timed.score,
+        plain.score
+    );
+    assert_eq!((timed.width, timed.height), (plain.width, plain.height));
+    assert!(!times.backbone.is_zero() && !times.head.is_zero() && !times.tiling.is_zero());
+    let stages = times.preprocess + times.backbone + times.embed + times.head + times.map + times.tiling;
+    assert_eq!(times.total(), stages);
+
+    // The package as the box runs it: tiles one after another or side by side, the same
+    // numbers, in the same places.
+    let pkg = kensa_core::export::package(&scorer.model, kensa_shared::package::Precision::Fp32, Vec::new())
+        .expect("export");
+    let score = |threads| kensa_shared::runtime::Runner::new(&pkg, threads).unwrap().score(&part).unwrap();
+    let (one, three) = (score(1), score(3));
+    assert_eq!(one.score, three.score);
+    assert!(one.map == three.map, "the stitched maps differ");
+    assert!(
+        (one.score - plain.score).abs() <= 0.02 * plain.score,
+        "package {} vs pipeline {}",
+        one.score,
+        plain.score
+    );
+}
