@@ -33,8 +33,9 @@ pub enum RuntimeError {
 }
 
 /// Read `onnx` into tract with `input` as its first input fact, keeping only the named
-/// `outputs` (all when empty), shapes inferred: every graph Kensa runs (packages,
-/// backbones, the calibration graph) is loaded here.
+/// `outputs` (all when empty), shapes inferred: every graph Kensa runs (backbones, the
+/// calibration graph) is loaded here, but packages, which `package_model` reads from the
+/// protobuf it may rewrite first.
 pub fn typed_model(onnx: &[u8], input: InferenceFact, outputs: &[String]) -> TractResult<TypedModel> {
     let mut model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(onnx))?;
     model.set_input_fact(0, input)?;
@@ -52,17 +53,13 @@ fn package_model(
     input: InferenceFact,
     products: IntegerProducts,
 ) -> TractResult<(TypedModel, IntegerProducts)> {
-    if products == IntegerProducts::Float {
-        let mut proto = tract_onnx::onnx().proto_model_for_read(&mut std::io::Cursor::new(onnx))?;
-        if let Some(graph) = proto.graph.as_mut()
-            && matches!(lower_to_float(graph), Ok(n) if n > 0)
-        {
-            let mut model = tract_onnx::onnx().model_for_proto_model(&proto)?;
-            model.set_input_fact(0, input)?;
-            return Ok((model.into_typed()?, IntegerProducts::Float));
-        }
-    }
-    Ok((typed_model(onnx, input, &[])?, IntegerProducts::Integer))
+    let mut proto = tract_onnx::onnx().proto_model_for_read(&mut std::io::Cursor::new(onnx))?;
+    let lowered = products == IntegerProducts::Float
+        && proto.graph.as_mut().is_some_and(|g| matches!(lower_to_float(g), Ok(n) if n > 0));
+    let mut model = tract_onnx::onnx().model_for_proto_model(&proto)?;
+    model.set_input_fact(0, input)?;
+    let products = if lowered { IntegerProducts::Float } else { IntegerProducts::Integer };
+    Ok((model.into_typed()?, products))
 }
 
 /// A verified package, optimised for its input size and ready to run.

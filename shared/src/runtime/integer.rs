@@ -72,15 +72,18 @@ pub enum LoweringError {
 /// Weights must be initialisers with a scalar (or no) zero point. Returns how many
 /// products were rewritten; on an error `graph` is unchanged.
 pub fn lower_to_float(graph: &mut pb::GraphProto) -> Result<usize, LoweringError> {
-    let mut work = graph.clone();
-    let n = lower(&mut work)?;
-    *graph = work;
-    Ok(n)
+    let (nodes, new_inits, rewritten) = lower(graph)?;
+    graph.node = nodes;
+    graph.initializer.extend(new_inits);
+    // Initialisers no node reads any more (the 8-bit weights).
+    let used: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    graph.initializer.retain(|t| used.contains(&t.name));
+    Ok(rewritten)
 }
 
-fn lower(g: &mut pb::GraphProto) -> Result<usize, LoweringError> {
-    let inits: HashMap<String, pb::TensorProto> =
-        g.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+/// The rewritten node list, the initialisers it adds and how many products it rewrote.
+fn lower(g: &pb::GraphProto) -> Result<(Vec<pb::NodeProto>, Vec<pb::TensorProto>, usize), LoweringError> {
+    let inits: HashMap<&str, &pb::TensorProto> = g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut fresh = 0usize;
     let mut name = |base: &str| {
         fresh += 1;
@@ -91,7 +94,7 @@ fn lower(g: &mut pb::GraphProto) -> Result<usize, LoweringError> {
     // Tensors that were int32 and are now f32.
     let mut widened: HashSet<String> = HashSet::new();
     let mut rewritten = 0;
-    for n in std::mem::take(&mut g.node) {
+    for n in g.node.iter().cloned() {
         let node_name = n.name.clone();
         let fail = |why: &str| LoweringError::Unsupported { node: node_name.clone(), why: why.into() };
         match n.op_type.as_str() {
@@ -101,7 +104,9 @@ fn lower(g: &mut pb::GraphProto) -> Result<usize, LoweringError> {
                     match n.input.get(i).filter(|s| !s.is_empty()) {
                         None => Ok(0.0),
                         Some(z) => {
-                            let t = inits.get(z).ok_or_else(|| fail("a zero point is not a constant"))?;
+                            let t = inits
+                                .get(z.as_str())
+                                .ok_or_else(|| fail("a zero point is not a constant"))?;
                             let v = integers(t).ok_or_else(|| fail("a zero point is not 8-bit"))?;
                             match v.as_slice() {
                                 [z] => Ok(*z),
@@ -111,7 +116,7 @@ fn lower(g: &mut pb::GraphProto) -> Result<usize, LoweringError> {
                     }
                 };
                 let (za, zb) = (zero(2)?, zero(3)?);
-                let w = inits.get(b).ok_or_else(|| fail("the weights are not a constant"))?;
+                let w = inits.get(b.as_str()).ok_or_else(|| fail("the weights are not a constant"))?;
                 let wv = integers(w).ok_or_else(|| fail("the weights are not 8-bit"))?;
                 let wf = name(b);
                 new_inits.push(f32_tensor(&wf, &w.dims, wv.iter().map(|v| v - zb).collect()));
@@ -134,7 +139,7 @@ fn lower(g: &mut pb::GraphProto) -> Result<usize, LoweringError> {
                         if widened.contains(i) {
                             continue;
                         }
-                        match inits.get(i) {
+                        match inits.get(i.as_str()) {
                             Some(t) if t.data_type == DataType::Int32 as i32 => {
                                 let f = name(i);
                                 let v = int32s(t).iter().map(|&v| v as f32).collect();
@@ -160,14 +165,7 @@ fn lower(g: &mut pb::GraphProto) -> Result<usize, LoweringError> {
             _ => nodes.push(n),
         }
     }
-    g.node = nodes;
-    g.initializer.extend(new_inits);
-    // Initialisers no node reads any more (the 8-bit weights).
-    let used: HashSet<&String> = g.node.iter().flat_map(|n| &n.input).collect();
-    let keep: Vec<bool> = g.initializer.iter().map(|t| used.contains(&t.name)).collect();
-    let mut k = keep.iter();
-    g.initializer.retain(|_| *k.next().expect("one flag per initialiser"));
-    Ok(rewritten)
+    Ok((nodes, new_inits, rewritten))
 }
 
 /// The activation `a` (u8) of an integer product as f32, less its zero point `za`: a
