@@ -1,8 +1,9 @@
 //! The contract between the Kensa host tools and the edge box.
 //!
 //! Everything that crosses from the engineer's PC to a box on the line is defined here
-//! and nowhere else: the serial wire format ([`wire`]) and, as they land, the model
-//! package and the pixel pipeline both sides must apply identically.
+//! and nowhere else: the serial wire format ([`wire`]), the model package, the pixel
+//! pipeline both sides must apply identically, and the fleet telemetry a box publishes
+//! ([`telemetry`]).
 //!
 //! How this crate may change: message and manifest layouts are versioned
 //! ([`wire::PROTOCOL_VERSION`]); a change to any serialised type bumps the version, and
@@ -15,6 +16,7 @@ pub mod preprocess;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod synth;
+pub mod telemetry;
 pub mod tiling;
 pub mod verdict;
 pub mod wire;
