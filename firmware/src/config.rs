@@ -32,6 +32,52 @@ pub struct Config {
     /// Diagnostics link.
     #[serde(default)]
     pub serial: Option<Serial>,
+    /// Fleet telemetry to an MQTT broker (Sparkplug B); none when absent.
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
+}
+
+/// `[telemetry]`: where the box reports, as which Sparkplug node, with what secrets.
+/// Secrets are read from files named here, never written into this file, and never
+/// printed (`Debug` names the files only).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
+    pub broker: String,
+    /// Sparkplug group id (a plant or hall).
+    pub group: String,
+    /// Sparkplug edge node id: this box, unique on the broker.
+    pub node: String,
+    /// Broker user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the broker password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for `mqtts://` (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that authenticate clients by certificate.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Most disk the outage queue may take (MiB); the oldest records go first, counted.
+    #[serde(default = "default_queue_mib")]
+    pub queue_mib: u32,
+    /// NG thumbnails per minute at most (0: none).
+    #[serde(default = "default_thumbnails")]
+    pub thumbnails_per_minute: u32,
+}
+
+fn default_queue_mib() -> u32 {
+    64
+}
+
+fn default_thumbnails() -> u32 {
+    6
 }
 
 /// Frame source.

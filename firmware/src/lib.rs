@@ -22,3 +22,4 @@ pub mod settings;
 pub mod station;
 pub mod store;
 pub mod supervisor;
+pub mod telemetry;

@@ -15,7 +15,7 @@ use crate::schedule::Outcome;
 use crate::station::{Action, PartResult, Station};
 
 /// The wire record of a decision.
-pub(super) fn record(r: &PartResult) -> Inspection {
+pub fn record(r: &PartResult) -> Inspection {
     Inspection {
         part: r.part,
         captured_us: r.captured_us,
