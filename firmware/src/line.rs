@@ -223,7 +223,8 @@ where
                 match rx.recv_timeout(Duration::from_micros(wait)) {
                     Ok(Report::Part(passed, part, times)) => {
                         let received = clock.now_us();
-                        let r = station.decide(passed, part);
+                        let mut r = station.decide(passed, part);
+                        r.inspect_us = times.map(|t| t.inspect_us);
                         tally.add(&r, times, received, clock.now_us());
                         hooks.decided(&r);
                     }

@@ -22,7 +22,10 @@ use kensa_fw::settings::{self, ModelSource, Overrides, Settings};
 use kensa_fw::station::{Action, PartResult, Station};
 use kensa_fw::store::{Holds, Store};
 use kensa_fw::supervisor::{self, Supervised};
+use kensa_fw::telemetry::Telemetry;
 use kensa_shared::synth::{Surface, SynthSpec};
+use kensa_shared::telemetry::{Birth, StatusRecord};
+use kensa_shared::wire::Counters;
 use std::time::Duration;
 
 /// The model the simulation runs when none is given: PatchCore trained on generated
@@ -70,6 +73,16 @@ struct Args {
     /// Line rate of `--serial`.
     #[arg(long, default_value_t = 115_200)]
     baud: u32,
+    /// Publish telemetry to this MQTT broker (`mqtt://host:port`, `mqtts://…`) as a
+    /// Sparkplug B edge node (overrides `telemetry.broker`; needs a store for its queue).
+    #[arg(long)]
+    broker: Option<String>,
+    /// With `--broker`: Sparkplug edge node id of this box (overrides `telemetry.node`).
+    #[arg(long, requires = "broker")]
+    node: Option<String>,
+    /// With `--broker`: Sparkplug group id (overrides `telemetry.group`).
+    #[arg(long, requires = "broker")]
+    group: Option<String>,
     /// More log output (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -326,6 +339,7 @@ fn run(
             (Some(control), Some(thread), next)
         }
     };
+    let telemetry = start_telemetry(args, &cfg, dir.as_deref(), &model, &source.describe(), &run)?;
     let model = Swappable::new(model, swap_rx);
     let line = LineSettings {
         run: &run,
@@ -335,14 +349,15 @@ fn run(
         trial_parts: args.trial_parts.max(1),
         counters,
         store_fault,
+        telemetry,
     };
     let control = control.as_ref();
     let (limits, retry) = (run.limits, run.retry);
     let parts = line::Line { source, inspector: model, clock, limits, retry, stop: Arc::clone(&stop) };
     let summary = match &cfg.reject {
-        Output::Simulated => run_line(parts, SimPin::new(clock), false, &line, control),
+        Output::Simulated => run_line(parts, SimPin::new(clock), false, line, control),
         Output::Gpio { chip, line: l, active_low } => {
-            run_line(parts, gpio_output(chip, *l, "kensa-reject")?, *active_low, &line, control)
+            run_line(parts, gpio_output(chip, *l, "kensa-reject")?, *active_low, line, control)
         }
     };
     // The link stops with the line (it may be what stopped it).
@@ -551,6 +566,91 @@ struct LineSettings<'a> {
     counters: kensa_fw::station::Counters,
     /// Set while the store cannot be written.
     store_fault: Arc<StoreFault>,
+    /// Fleet telemetry, when configured.
+    telemetry: Option<Telemetry>,
+}
+
+/// `[telemetry]` with the command line's overrides, if either asks for it.
+fn telemetry_config(args: &Args, cfg: &Config) -> Result<Option<kensa_fw::config::Telemetry>> {
+    let mut t = match (&cfg.telemetry, &args.broker) {
+        (Some(t), _) => t.clone(),
+        (None, Some(broker)) => kensa_fw::config::Telemetry {
+            broker: broker.clone(),
+            group: "kensa".into(),
+            node: String::new(),
+            username: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            queue_mib: 64,
+            thumbnails_per_minute: 6,
+        },
+        (None, None) => return Ok(None),
+    };
+    if let Some(b) = &args.broker {
+        t.broker = b.clone();
+    }
+    if let Some(g) = &args.group {
+        t.group = g.clone();
+    }
+    if let Some(n) = &args.node {
+        t.node = n.clone();
+    }
+    if t.node.is_empty() {
+        anyhow::bail!("telemetry needs an edge node id for this box: --node or telemetry.node");
+    }
+    Ok(Some(t))
+}
+
+/// Start the telemetry thread when configured: its queue in the store's `telemetry`
+/// folder, its births naming the model and the settings in force.
+fn start_telemetry(
+    args: &Args,
+    cfg: &Config,
+    store: Option<&std::path::Path>,
+    model: &Result<Model, String>,
+    source: &str,
+    run: &Settings,
+) -> Result<Option<Telemetry>> {
+    let Some(t) = telemetry_config(args, cfg)? else { return Ok(None) };
+    let endpoint = kensa_fw::telemetry::Endpoint::from_config(&t)?;
+    let store = store.context(
+        "telemetry keeps its outage queue in the store: give the box one (--store or model.store)",
+    )?;
+    let birth = match model {
+        Ok(m) => Birth {
+            firmware_version: env!("CARGO_PKG_VERSION").into(),
+            model: m.describe(),
+            model_sha256: m.manifest().onnx_sha256.clone(),
+            precision: format!("{:?}", m.manifest().precision),
+            threshold: m.manifest().threshold,
+            config: String::new(),
+        },
+        Err(why) => Birth {
+            firmware_version: env!("CARGO_PKG_VERSION").into(),
+            model: format!("none ({why})"),
+            model_sha256: String::new(),
+            precision: String::new(),
+            threshold: f32::NAN,
+            config: String::new(),
+        },
+    };
+    let timing = run.timing;
+    let birth = Birth {
+        config: format!(
+            "{source}; reject {:.0} ms after capture for {:.0} ms; uninspected parts: {:?}",
+            timing.delay_us as f64 / 1e3,
+            timing.width_us as f64 / 1e3,
+            cfg.fail_safe.uninspected
+        ),
+        ..birth
+    };
+    let dir = store.join("telemetry");
+    let telemetry =
+        Telemetry::start(endpoint, &dir, u64::from(t.queue_mib) << 20, birth, t.thumbnails_per_minute)?;
+    tracing::warn!("telemetry to {} as {}/{}, queue in {}", t.broker, t.group, t.node, dir.display());
+    Ok(Some(telemetry))
 }
 
 /// The built-in simulated line.
@@ -568,6 +668,7 @@ fn sim_config(args: &Args) -> Config {
         reject: Output::Simulated,
         fail_safe: FailSafe::default(),
         serial: None,
+        telemetry: None,
     }
 }
 
@@ -629,7 +730,7 @@ fn run_line<P: OutputPin>(
     parts: line::Line<Box<dyn FrameSource + Send>, Swappable, MonotonicClock>,
     pin: P,
     active_low: bool,
-    line: &LineSettings,
+    line: LineSettings,
     control: Option<&link::Control>,
 ) -> Result<Summary> {
     let clock = parts.clock;
@@ -663,8 +764,15 @@ fn run_line<P: OutputPin>(
         clock,
         store_fault: line.store_fault.clone(),
         store_fault_seen: 0,
+        telemetry: line.telemetry,
+        reported: None,
     };
-    Ok(parts.run(&mut station, &mut hooks))
+    let summary = parts.run(&mut station, &mut hooks);
+    // The last totals, before the telemetry thread flushes and says goodbye.
+    if let Some(t) = &hooks.telemetry {
+        t.status(StatusRecord { counters: summary.counters, alarms: summary.alarms.clone() });
+    }
+    Ok(summary)
 }
 
 /// The daemon's view of the line: every decision printed and streamed to a watching
@@ -679,7 +787,15 @@ struct Daemon<'a> {
     store_fault: Arc<StoreFault>,
     /// The `store_fault` change last shown.
     store_fault_seen: u64,
+    telemetry: Option<Telemetry>,
+    /// The status last sent over telemetry, and when.
+    reported: Option<(StatusRecord, u64)>,
 }
+
+/// Status records go at most this often while counters change, and at least this
+/// often while nothing does (µs).
+const STATUS_EVERY_US: u64 = 1_000_000;
+const STATUS_AT_LEAST_US: u64 = 10_000_000;
 
 impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
     fn decided(&mut self, r: &PartResult) {
@@ -692,6 +808,9 @@ impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
         if let Some(c) = self.control {
             c.publish(r);
         }
+        if let Some(t) = &mut self.telemetry {
+            t.part(r, r.inspect_us);
+        }
         print_part(r, &self.clock)
     }
 
@@ -703,6 +822,26 @@ impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
             Some(Some(why)) => station.raise(kensa_fw::station::Alarm::Store(why)),
             Some(None) => station.clear(|a| matches!(a, kensa_fw::station::Alarm::Store(_))),
             None => {}
+        }
+        if let Some(t) = &self.telemetry {
+            let now = self.clock.now_us();
+            let due = match &self.reported {
+                None => true,
+                Some((_, at)) if now < at + STATUS_EVERY_US => false,
+                Some((last, at)) => {
+                    now >= at + STATUS_AT_LEAST_US
+                        || last.counters != Counters { overruns, ..station.counters() }
+                        || last.alarms.len() != station.alarms().len()
+                }
+            };
+            if due {
+                let status = StatusRecord {
+                    counters: Counters { overruns, ..station.counters() },
+                    alarms: station.alarms().iter().map(ToString::to_string).collect(),
+                };
+                t.status(status.clone());
+                self.reported = Some((status, now));
+            }
         }
     }
 }

@@ -138,6 +138,8 @@ pub struct PartResult {
     /// Why it was not passed: the score against the threshold, the fault, a decision
     /// after its reject slot. Empty for a part judged OK in time.
     pub reason: String,
+    /// Preprocessing and inference time (µs), when the line measured it.
+    pub inspect_us: Option<u64>,
 }
 
 /// Whether a belt delay of `delay_us` leaves a model of measured `p99_us` latency
@@ -387,6 +389,7 @@ impl<P: OutputPin, C: Clock> Station<P, C> {
             truth,
             thumbnail,
             reason,
+            inspect_us: None,
         };
         if seen.is_some() {
             self.last_seen = Some(PartResult { thumbnail: seen, ..r.clone() });

@@ -95,7 +95,14 @@ impl Telemetry {
             .spawn(move || worker.run(&worker_stop))
             .expect("spawning the telemetry thread");
         let gap_us = (thumbnails_per_minute > 0).then(|| 60_000_000 / u64::from(thumbnails_per_minute));
-        Ok(Self { tx, lost, state, thumbnails: Thumbnails { gap_us, last_us: None }, thread: Some(thread), stop })
+        Ok(Self {
+            tx,
+            lost,
+            state,
+            thumbnails: Thumbnails { gap_us, last_us: None },
+            thread: Some(thread),
+            stop,
+        })
     }
 
     fn send(&self, item: Item) {
@@ -116,7 +123,9 @@ impl Telemetry {
             thumbnail_png: None,
         };
         match &r.thumbnail {
-            Some(t) if r.verdict == kensa_shared::verdict::Verdict::Ng && self.thumbnails.allow(r.decided_us) => {
+            Some(t)
+                if r.verdict == kensa_shared::verdict::Verdict::Ng && self.thumbnails.allow(r.decided_us) =>
+            {
                 self.send(Item::WithThumbnail(record, t.clone()))
             }
             _ => self.send(Item::Record(RecordBody::Part(record))),

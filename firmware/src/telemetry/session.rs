@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
 use kensa_shared::telemetry::records::{self, DEVICE};
@@ -173,7 +173,11 @@ impl Endpoint {
 /// it cross-builds for the box like the rest) from `ca_file` or the system roots, with
 /// the client certificate when one is named.
 fn tls_config(c: &crate::config::Telemetry) -> Result<rustls::ClientConfig, EndpointError> {
-    let pem = |key: &'static str, path: &std::path::Path, why: String| EndpointError::Pem { key, path: path.into(), why };
+    let pem = |key: &'static str, path: &std::path::Path, why: String| EndpointError::Pem {
+        key,
+        path: path.into(),
+        why,
+    };
     let mut roots = rustls::RootCertStore::empty();
     match &c.ca_file {
         Some(path) => {
@@ -274,10 +278,28 @@ impl Worker {
             }
             match outcome {
                 Ok(()) => {
-                    // Stopping: a clean goodbye, as the will would have said.
+                    // Stopping: the last records (up to 2 s), then a clean goodbye, as
+                    // the will would have said.
                     self.take_items();
+                    let until = Instant::now() + Duration::from_secs(2);
+                    while session.connected && self.spool.backlog() > 0 && Instant::now() < until {
+                        if self.send_more(&mut session).is_err() {
+                            break;
+                        }
+                        match session.connection.recv_timeout(Duration::from_millis(100)) {
+                            Ok(Ok(ev)) => self.on_event(&mut session, ev),
+                            Ok(Err(_)) | Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                            Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                        }
+                        self.save_ack(&mut session);
+                    }
                     let death = records::death_payload(self.bd_seq()).encode();
-                    let _ = session.client.try_publish(self.endpoint.topic(MessageType::NDeath), QoS::AtLeastOnce, false, death);
+                    let _ = session.client.try_publish(
+                        self.endpoint.topic(MessageType::NDeath),
+                        QoS::AtLeastOnce,
+                        false,
+                        death,
+                    );
                     let _ = session.client.try_disconnect();
                     let until = Instant::now() + Duration::from_secs(2);
                     while Instant::now() < until {
@@ -301,7 +323,9 @@ impl Worker {
                     }
                     let until = Instant::now() + backoff;
                     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                        self.wait_for_items(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)));
+                        self.wait_for_items(
+                            until.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)),
+                        );
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -319,7 +343,10 @@ impl Worker {
     fn connect(&mut self) -> Session {
         let bd_seq = (self.bd_seq() + 1) % 256;
         if let Err(e) = std::fs::write(&self.bd_seq_path, format!("{bd_seq}\n")) {
-            tracing::warn!("telemetry: cannot keep the session number in {}: {e}", self.bd_seq_path.display());
+            tracing::warn!(
+                "telemetry: cannot keep the session number in {}: {e}",
+                self.bd_seq_path.display()
+            );
         }
         let (client, connection) = Client::new(self.endpoint.options(bd_seq), 2 * WINDOW);
         Session {
@@ -353,7 +380,9 @@ impl Worker {
                     self.on_event(s, ev);
                 }
                 Ok(Err(e)) => return Err(e.to_string()),
-                Err(rumqttc::RecvTimeoutError::Timeout) if !s.connected => return Err("did not answer".into()),
+                Err(rumqttc::RecvTimeoutError::Timeout) if !s.connected => {
+                    return Err("did not answer".into());
+                }
                 Err(rumqttc::RecvTimeoutError::Timeout) => {}
                 Err(rumqttc::RecvTimeoutError::Disconnected) => return Err("client closed".into()),
             }
@@ -403,7 +432,12 @@ impl Worker {
         for r in records {
             let payload = r.payload(s.seq, now, now.saturating_sub(r.unix_ms) > HISTORICAL_MS);
             s.client
-                .try_publish(self.endpoint.topic(MessageType::DData), QoS::AtLeastOnce, false, payload.encode())
+                .try_publish(
+                    self.endpoint.topic(MessageType::DData),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.encode(),
+                )
                 .map_err(|e| e.to_string())?;
             s.seq = (s.seq + 1) % 256;
             s.sent_up_to = r.number;
@@ -436,10 +470,10 @@ impl Worker {
             s.inflight.remove(&n);
             upto = Some(n);
         }
-        if let Some(n) = upto {
-            if let Err(e) = self.spool.ack(n) {
-                tracing::warn!("telemetry: {e}");
-            }
+        if let Some(n) = upto
+            && let Err(e) = self.spool.ack(n)
+        {
+            tracing::warn!("telemetry: {e}");
         }
         self.state.backlog.store(self.spool.backlog(), Ordering::Relaxed);
     }
@@ -447,11 +481,8 @@ impl Worker {
     /// Everything the line handed over, into the spool.
     fn take_items(&mut self) {
         let mut bodies = Vec::new();
-        loop {
-            match self.rx.try_recv() {
-                Ok(item) => bodies.push(body_of(item)),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(item) = self.rx.try_recv() {
+            bodies.push(body_of(item));
         }
         self.spool_bodies(bodies);
     }
@@ -472,7 +503,10 @@ impl Worker {
     fn spool_bodies(&mut self, bodies: Vec<RecordBody>) {
         let lost = self.lost.load(Ordering::Relaxed);
         if lost > self.lost_counted {
-            tracing::warn!("telemetry: {} records lost, the line outran the telemetry thread", lost - self.lost_counted);
+            tracing::warn!(
+                "telemetry: {} records lost, the line outran the telemetry thread",
+                lost - self.lost_counted
+            );
             self.spool.count_dropped(lost - self.lost_counted);
             self.lost_counted = lost;
         }
@@ -483,7 +517,6 @@ impl Worker {
         self.state.backlog.store(self.spool.backlog(), Ordering::Relaxed);
     }
 }
-
 
 /// A record body, its thumbnail encoded as PNG.
 fn body_of(item: Item) -> RecordBody {

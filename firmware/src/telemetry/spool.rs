@@ -287,7 +287,9 @@ impl Spool {
         let tmp = self.dir.join("acked.tmp");
         fs::write(&tmp, format!("{number}\n")).map_err(io_at(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_at(&path))?;
-        while self.segments.len() > 1 && self.segments.first_key_value().is_some_and(|(_, s)| s.last <= number) {
+        while self.segments.len() > 1
+            && self.segments.first_key_value().is_some_and(|(_, s)| s.last <= number)
+        {
             let (_, seg) = self.segments.pop_first().expect("checked");
             fs::remove_file(&seg.path).map_err(io_at(&seg.path))?;
         }
@@ -359,7 +361,11 @@ mod tests {
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.append((1..=3).map(status).collect(), 10).unwrap();
         drop(s);
-        let seg = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "seg")).unwrap();
+        let seg = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap();
         let len = fs::metadata(&seg).unwrap().len();
         OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 7).unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();

@@ -315,9 +315,7 @@ impl Record {
                     line_stops: u(name::LINE_STOPS).unwrap_or(0),
                     ..Counters::default()
                 },
-                alarms: s(name::ALARMS)
-                    .map(|a| a.lines().map(str::to_string).collect())
-                    .unwrap_or_default(),
+                alarms: s(name::ALARMS).map(|a| a.lines().map(str::to_string).collect()).unwrap_or_default(),
             })
         };
         Some(Self {
@@ -338,7 +336,9 @@ pub fn decode(message: super::topic::MessageType, payload: &Payload) -> Option<M
             bd_seq: payload.metric(name::BD_SEQ)?.as_u64()?,
             firmware: payload.metric(name::FIRMWARE).and_then(Metric::as_str).unwrap_or("").into(),
         }),
-        T::NDeath => Some(Message::NodeDeath { bd_seq: payload.metric(name::BD_SEQ).and_then(Metric::as_u64) }),
+        T::NDeath => {
+            Some(Message::NodeDeath { bd_seq: payload.metric(name::BD_SEQ).and_then(Metric::as_u64) })
+        }
         T::DBirth => Birth::from_payload(payload).map(Message::DeviceBirth),
         T::DData => Record::from_payload(payload).map(Message::Record),
         _ => None,
@@ -382,14 +382,23 @@ mod tests {
             unix_ms: 1_795_000_000_000,
             dropped: 0,
             body: RecordBody::Status(StatusRecord {
-                counters: Counters { parts: 9, ok: 5, ng: 3, uninspected: 1, rejects: 4, ..Counters::default() },
+                counters: Counters {
+                    parts: 9,
+                    ok: 5,
+                    ng: 3,
+                    uninspected: 1,
+                    rejects: 4,
+                    ..Counters::default()
+                },
                 alarms: vec!["camera down: /dev/video0".into(), "store cannot be written: full".into()],
             }),
         };
         for r in [part(1, Verdict::Ok, 0.25), part(2, Verdict::Ng, 0.75), status] {
             let p = through_the_wire(&r.payload(9, 1_795_000_000_500, true));
             assert_eq!(p.seq, Some(9));
-            assert!(p.metrics.iter().all(|m| m.is_historical == Some(true) && m.timestamp == Some(r.unix_ms)));
+            assert!(
+                p.metrics.iter().all(|m| m.is_historical == Some(true) && m.timestamp == Some(r.unix_ms))
+            );
             assert_eq!(decode(MessageType::DData, &p), Some(Message::Record(r)));
         }
     }
@@ -425,7 +434,10 @@ mod tests {
         let d = through_the_wire(&b.device_payload(1, 1));
         // Sparkplug: the birth declares every metric a later DDATA carries.
         let declared: Vec<_> = d.metrics.iter().map(Metric::name).collect();
-        for r in [part(1, Verdict::Ok, 0.1), Record { body: RecordBody::Status(StatusRecord::default()), ..part(0, Verdict::Ok, 0.0) }] {
+        for r in [
+            part(1, Verdict::Ok, 0.1),
+            Record { body: RecordBody::Status(StatusRecord::default()), ..part(0, Verdict::Ok, 0.0) },
+        ] {
             for m in r.payload(2, 1, false).metrics.iter().filter(|m| m.name() != name::THUMBNAIL) {
                 assert!(declared.contains(&m.name()), "{} is not in the DBIRTH", m.name());
             }
