@@ -31,7 +31,10 @@ def main():
         payload = message.payload
         metrics = {}
         historical = False
-        for m in payload.metrics:
+        if isinstance(payload, spb.NDeath):
+            # pysparkplug gives a death certificate its bdSeq metric as a field.
+            metrics["bdSeq"] = value_of(payload.bd_seq_metric)
+        for m in getattr(payload, "metrics", ()):
             metrics[m.name] = value_of(m)
             historical = historical or m.is_historical
         line = {
