@@ -72,6 +72,25 @@ pub struct Telemetry {
     pub thumbnails_per_minute: u32,
 }
 
+impl Telemetry {
+    /// Settings for `broker` with every optional one at its default, as `--broker`
+    /// without a `[telemetry]` table gives.
+    pub fn for_broker(broker: &str) -> Self {
+        Self {
+            broker: broker.into(),
+            group: "kensa".into(),
+            node: String::new(),
+            username: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            queue_mib: default_queue_mib(),
+            thumbnails_per_minute: default_thumbnails(),
+        }
+    }
+}
+
 fn default_queue_mib() -> u32 {
     64
 }

@@ -327,7 +327,18 @@ fn run(
         Ok(m) => link::InForce::of(m, origin, saved_threshold.is_some(), run.reject_saved),
         Err(why) => link::InForce::none(why),
     };
+    let threshold =
+        saved_threshold.or(model.as_ref().ok().map(|m| m.manifest().threshold)).unwrap_or(f32::NAN);
+    let announced = Announced { sha256: in_force.sha256.clone(), threshold };
+    let telemetry =
+        start_telemetry(args, &cfg, dir.as_deref(), &in_force, threshold, &source.describe(), &run)?;
     let active = Arc::new(std::sync::Mutex::new(in_force));
+    let telemetry = telemetry.map(|(telemetry, config)| TelemetryLink {
+        telemetry,
+        config,
+        announced,
+        model: Arc::clone(&active),
+    });
     let margin_us = (cfg.fail_safe.latency_margin_ms * 1e3) as u64;
     let diagnostics =
         Diagnostics { logbook, supervised, firmware, source: source.describe(), dir: dir.as_deref() };
@@ -339,7 +350,6 @@ fn run(
             (Some(control), Some(thread), next)
         }
     };
-    let telemetry = start_telemetry(args, &cfg, dir.as_deref(), &model, &source.describe(), &run)?;
     let model = Swappable::new(model, swap_rx);
     let line = LineSettings {
         run: &run,
@@ -567,25 +577,14 @@ struct LineSettings<'a> {
     /// Set while the store cannot be written.
     store_fault: Arc<StoreFault>,
     /// Fleet telemetry, when configured.
-    telemetry: Option<Telemetry>,
+    telemetry: Option<TelemetryLink>,
 }
 
 /// `[telemetry]` with the command line's overrides, if either asks for it.
 fn telemetry_config(args: &Args, cfg: &Config) -> Result<Option<kensa_fw::config::Telemetry>> {
     let mut t = match (&cfg.telemetry, &args.broker) {
         (Some(t), _) => t.clone(),
-        (None, Some(broker)) => kensa_fw::config::Telemetry {
-            broker: broker.clone(),
-            group: "kensa".into(),
-            node: String::new(),
-            username: None,
-            password_file: None,
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
-            queue_mib: 64,
-            thumbnails_per_minute: 6,
-        },
+        (None, Some(broker)) => kensa_fw::config::Telemetry::for_broker(broker),
         (None, None) => return Ok(None),
     };
     if let Some(b) = &args.broker {
@@ -603,54 +602,82 @@ fn telemetry_config(args: &Args, cfg: &Config) -> Result<Option<kensa_fw::config
     Ok(Some(t))
 }
 
+/// What a box announces in its births: the model in force and its settings.
+#[derive(Debug, Clone, PartialEq)]
+struct Announced {
+    /// `onnx_sha256` of the model in force.
+    sha256: String,
+    /// Threshold in force.
+    threshold: f32,
+}
+
+/// The line's telemetry, and what it last announced of the model in force.
+struct TelemetryLink {
+    telemetry: Telemetry,
+    /// Settings summary for the births.
+    config: String,
+    announced: Announced,
+    /// The model in force (the link replaces it when a flashed one takes over).
+    model: Arc<std::sync::Mutex<link::InForce>>,
+}
+
+impl TelemetryLink {
+    /// Births again when the model or the threshold in force changed since the last.
+    fn announce(&mut self, threshold: f32) {
+        let Ok(model) = self.model.lock() else { return };
+        let now = Announced { sha256: model.sha256.clone(), threshold };
+        if now.sha256 != self.announced.sha256
+            || now.threshold.to_bits() != self.announced.threshold.to_bits()
+        {
+            self.telemetry.rebirth(birth_of(&model, threshold, &self.config));
+            drop(model);
+            self.announced = now;
+        }
+    }
+}
+
+/// The birth certificate of `model` at `threshold`, with the settings summary `config`.
+fn birth_of(model: &link::InForce, threshold: f32, config: &str) -> Birth {
+    Birth {
+        firmware_version: env!("CARGO_PKG_VERSION").into(),
+        model: if model.sha256.is_empty() { model.package.origin.clone() } else { model.name.clone() },
+        model_sha256: model.sha256.clone(),
+        precision: model.package.precision.clone(),
+        threshold,
+        config: config.into(),
+    }
+}
+
 /// Start the telemetry thread when configured: its queue in the store's `telemetry`
-/// folder, its births naming the model and the settings in force.
+/// folder, announcing `model` at `threshold`. Returns it with the settings summary its
+/// births carry.
 fn start_telemetry(
     args: &Args,
     cfg: &Config,
     store: Option<&std::path::Path>,
-    model: &Result<Model, String>,
+    model: &link::InForce,
+    threshold: f32,
     source: &str,
     run: &Settings,
-) -> Result<Option<Telemetry>> {
+) -> Result<Option<(Telemetry, String)>> {
     let Some(t) = telemetry_config(args, cfg)? else { return Ok(None) };
     let endpoint = kensa_fw::telemetry::Endpoint::from_config(&t)?;
     let store = store.context(
         "telemetry keeps its outage queue in the store: give the box one (--store or model.store)",
     )?;
-    let birth = match model {
-        Ok(m) => Birth {
-            firmware_version: env!("CARGO_PKG_VERSION").into(),
-            model: m.describe(),
-            model_sha256: m.manifest().onnx_sha256.clone(),
-            precision: format!("{:?}", m.manifest().precision),
-            threshold: m.manifest().threshold,
-            config: String::new(),
-        },
-        Err(why) => Birth {
-            firmware_version: env!("CARGO_PKG_VERSION").into(),
-            model: format!("none ({why})"),
-            model_sha256: String::new(),
-            precision: String::new(),
-            threshold: f32::NAN,
-            config: String::new(),
-        },
-    };
     let timing = run.timing;
-    let birth = Birth {
-        config: format!(
-            "{source}; reject {:.0} ms after capture for {:.0} ms; uninspected parts: {:?}",
-            timing.delay_us as f64 / 1e3,
-            timing.width_us as f64 / 1e3,
-            cfg.fail_safe.uninspected
-        ),
-        ..birth
-    };
+    let config = format!(
+        "{source}; reject {:.0} ms after capture for {:.0} ms; uninspected parts: {:?}",
+        timing.delay_us as f64 / 1e3,
+        timing.width_us as f64 / 1e3,
+        cfg.fail_safe.uninspected
+    );
+    let birth = birth_of(model, threshold, &config);
     let dir = store.join("telemetry");
     let telemetry =
         Telemetry::start(endpoint, &dir, u64::from(t.queue_mib) << 20, birth, t.thumbnails_per_minute)?;
     tracing::warn!("telemetry to {} as {}/{}, queue in {}", t.broker, t.group, t.node, dir.display());
-    Ok(Some(telemetry))
+    Ok(Some((telemetry, config)))
 }
 
 /// The built-in simulated line.
@@ -770,7 +797,7 @@ fn run_line<P: OutputPin>(
     let summary = parts.run(&mut station, &mut hooks);
     // The last totals, before the telemetry thread flushes and says goodbye.
     if let Some(t) = &hooks.telemetry {
-        t.status(StatusRecord { counters: summary.counters, alarms: summary.alarms.clone() });
+        t.telemetry.status(StatusRecord { counters: summary.counters, alarms: summary.alarms.clone() });
     }
     Ok(summary)
 }
@@ -787,7 +814,7 @@ struct Daemon<'a> {
     store_fault: Arc<StoreFault>,
     /// The `store_fault` change last shown.
     store_fault_seen: u64,
-    telemetry: Option<Telemetry>,
+    telemetry: Option<TelemetryLink>,
     /// The status last sent over telemetry, and when.
     reported: Option<(StatusRecord, u64)>,
 }
@@ -809,21 +836,21 @@ impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
             c.publish(r);
         }
         if let Some(t) = &mut self.telemetry {
-            t.part(r, r.inspect_us);
+            t.telemetry.part(r);
         }
         print_part(r, &self.clock)
     }
 
     fn between(&mut self, station: &mut Station<P, MonotonicClock>, overruns: u64) {
         if let Some(c) = self.control {
-            c.serve(station, overruns);
+            c.serve(station, overruns, || self.telemetry.as_ref().map(|t| t.telemetry.link_state()));
         }
         match self.store_fault.changed_since(&mut self.store_fault_seen) {
             Some(Some(why)) => station.raise(kensa_fw::station::Alarm::Store(why)),
             Some(None) => station.clear(|a| matches!(a, kensa_fw::station::Alarm::Store(_))),
             None => {}
         }
-        if let Some(t) = &self.telemetry {
+        if let Some(t) = &mut self.telemetry {
             let now = self.clock.now_us();
             let due = match &self.reported {
                 None => true,
@@ -839,7 +866,8 @@ impl<P: OutputPin> line::Hooks<P, MonotonicClock> for Daemon<'_> {
                     counters: Counters { overruns, ..station.counters() },
                     alarms: station.alarms().iter().map(ToString::to_string).collect(),
                 };
-                t.status(status.clone());
+                t.telemetry.status(status.clone());
+                t.announce(station.threshold());
                 self.reported = Some((status, now));
             }
         }

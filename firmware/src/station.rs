@@ -142,6 +142,26 @@ pub struct PartResult {
     pub inspect_us: Option<u64>,
 }
 
+impl PartResult {
+    /// The decision as the wire and the telemetry report it.
+    pub fn inspection(&self) -> kensa_shared::wire::Inspection {
+        use kensa_shared::wire::PartAction;
+        kensa_shared::wire::Inspection {
+            part: self.part,
+            captured_us: self.captured_us,
+            score: self.score.unwrap_or(f32::NAN),
+            verdict: self.verdict,
+            latency_us: self.decided_us.saturating_sub(self.captured_us).min(u64::from(u32::MAX)) as u32,
+            action: match self.action {
+                Action::Pass => PartAction::Pass,
+                Action::Reject(Outcome::Late { .. }) | Action::StopLine => PartAction::StopLine,
+                Action::Reject(_) => PartAction::Push,
+            },
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 /// Whether a belt delay of `delay_us` leaves a model of measured `p99_us` latency
 /// `margin_us` beyond it; the alarm naming the numbers when not.
 pub fn delay_fits(delay_us: u64, p99_us: Option<u64>, margin_us: u64) -> Result<(), Alarm> {

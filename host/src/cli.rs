@@ -143,8 +143,40 @@ pub enum Command {
     },
     /// Generate a dataset of textured parts with rectangular debris (MVTec layout).
     Synth(SynthArgs),
+    /// A live table of every box reporting to an MQTT broker (Sparkplug B): online or
+    /// offline, model, parts/min, NG rate, uninspected parts, alarms.
+    Fleet(FleetArgs),
     /// Print the wire-protocol version this build speaks.
     Version,
+}
+
+/// `kensa fleet`.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// The plant's broker: `mqtt://host[:port]` or `mqtts://host[:port]` (TLS).
+    #[arg(long)]
+    pub broker: String,
+    /// Only this Sparkplug group (default: every group).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// One JSON object per refresh, one per line, for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    pub refresh: f64,
+    /// Stop after this many seconds (default: until interrupted).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// User name on the broker.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the password (its first line); never given on the command line.
+    #[arg(long, requires = "username")]
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) for `mqtts://`, instead of the system's.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `kensa backbone …`.

@@ -16,6 +16,7 @@ macro_rules! say {
 mod cli;
 mod cmd;
 mod draw;
+mod fleet;
 mod link;
 mod output;
 mod progress;

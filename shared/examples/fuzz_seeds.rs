@@ -43,6 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 counters: Counters { parts: 10, ok: 8, ng: 2, ..Default::default() },
                 run_permit: false,
                 alarms: vec![Alarm::CameraDown("/dev/video0: No such device".into())],
+                telemetry: Some(TelemetryState {
+                    endpoint: "mqtt://broker:1883 as plant/box1".into(),
+                    online: true,
+                    queued: 3,
+                    dropped: 0,
+                }),
             })),
         },
         BoxMessage::Reply {

@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod broker;
 pub mod hil;
 pub mod layering;
 pub mod line;

@@ -4,11 +4,4 @@
 # requirements.txt next to this script.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="${1:-${KENSA_ORT_VENV:-$here/../../target/ort-venv}}"
-stamp="$venv/.requirements"
-if ! cmp -s "$here/requirements.txt" "$stamp" 2>/dev/null; then
-  python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
-  cp "$here/requirements.txt" "$stamp"
-fi
-echo "$venv/bin/python"
+exec bash "$here/../pyenv.sh" "$here/requirements.txt" "${1:-${KENSA_ORT_VENV:-$here/../../target/ort-venv}}"

@@ -5,37 +5,18 @@ use embedded_hal::digital::OutputPin;
 use kensa_shared::verdict::Verdict;
 use kensa_shared::wire::frame::MAX_PAYLOAD_LEN;
 use kensa_shared::wire::{
-    BoxInfo, Counters, DeviceError, Inspection, PROTOCOL_VERSION, PackageInfo, PartAction, Reply,
-    StationRequest, Status, Thumbnail,
+    BoxInfo, Counters, DeviceError, PROTOCOL_VERSION, PackageInfo, Reply, StationRequest, Status, Thumbnail,
 };
 
 use super::Identity;
 use crate::clock::Clock;
-use crate::schedule::Outcome;
-use crate::station::{Action, PartResult, Station};
-
-/// The wire record of a decision.
-pub fn record(r: &PartResult) -> Inspection {
-    Inspection {
-        part: r.part,
-        captured_us: r.captured_us,
-        score: r.score.unwrap_or(f32::NAN),
-        verdict: r.verdict,
-        latency_us: r.decided_us.saturating_sub(r.captured_us).min(u32::MAX as u64) as u32,
-        action: match r.action {
-            Action::Pass => PartAction::Pass,
-            Action::Reject(Outcome::Late { .. }) | Action::StopLine => PartAction::StopLine,
-            Action::Reject(_) => PartAction::Push,
-        },
-        reason: r.reason.clone(),
-    }
-}
+use crate::station::{PartResult, Station};
 
 /// A part's thumbnail as grey pixels for the wire.
 fn thumbnail(r: &PartResult) -> Option<Thumbnail> {
     let t = image::DynamicImage::ImageRgb8(r.thumbnail.clone()?).to_luma8();
     Some(Thumbnail {
-        inspection: record(r),
+        inspection: r.inspection(),
         width: t.width() as u16,
         height: t.height() as u16,
         pixels: t.into_raw(),
@@ -76,6 +57,7 @@ pub fn answer<P: OutputPin, C: Clock>(
             counters: Counters { overruns, ..station.counters() },
             run_permit: station.run_permit(),
             alarms: station.alarms().to_vec(),
+            telemetry: None,
         })),
         StationRequest::SetThreshold(t) if t.is_finite() => {
             station.set_threshold(*t);

@@ -166,10 +166,19 @@ pub fn channel(identity: Identity, flash: Option<Flasher>) -> (Control, PortEnd)
 }
 
 impl Control {
-    /// Answer every pending request (call between parts, at least every few ms).
-    pub fn serve<P: OutputPin, C: Clock>(&self, station: &mut Station<P, C>, overruns: u64) {
+    /// Answer every pending request (call between parts, at least every few ms);
+    /// `telemetry` tells a status reply how the fleet telemetry is doing.
+    pub fn serve<P: OutputPin, C: Clock>(
+        &self,
+        station: &mut Station<P, C>,
+        overruns: u64,
+        telemetry: impl Fn() -> Option<kensa_shared::wire::TelemetryState>,
+    ) {
         while let Ok((id, req)) = self.requests.try_recv() {
-            let body = answer(station, &req, &self.identity, overruns);
+            let mut body = answer(station, &req, &self.identity, overruns);
+            if let Ok(kensa_shared::wire::Reply::Status(s)) = &mut body {
+                s.telemetry = telemetry();
+            }
             self.send(BoxMessage::Reply { id, body });
         }
     }
@@ -177,7 +186,7 @@ impl Control {
     /// Stream one decision to a watching host.
     pub fn publish(&self, r: &PartResult) {
         if self.watching.load(Ordering::Relaxed) {
-            self.send(BoxMessage::Event(Event::Inspection(answer::record(r))));
+            self.send(BoxMessage::Event(Event::Inspection(r.inspection())));
         }
     }
 

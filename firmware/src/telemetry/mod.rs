@@ -30,6 +30,8 @@ enum Item {
     Record(RecordBody),
     /// A part with its thumbnail, encoded on the telemetry thread.
     WithThumbnail(PartRecord, RgbImage),
+    /// What the box runs changed (a model was flashed): births again.
+    Birth(Box<Birth>),
 }
 
 /// How the telemetry thread is doing, for logs and the serial link.
@@ -51,6 +53,8 @@ pub struct Telemetry {
     lost: Arc<AtomicU64>,
     state: Arc<State>,
     thumbnails: Thumbnails,
+    /// Broker and ids, for the serial link's status.
+    endpoint: String,
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
@@ -84,6 +88,11 @@ impl Telemetry {
         thumbnails_per_minute: u32,
     ) -> Result<Self, spool::SpoolError> {
         let spool = spool::Spool::open(spool_dir, max_bytes)?;
+        let scheme = if endpoint.tls.is_some() { "mqtts" } else { "mqtt" };
+        let host =
+            if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() };
+        let described =
+            format!("{scheme}://{host}:{} as {}/{}", endpoint.port, endpoint.group, endpoint.node);
         let (tx, rx) = mpsc::sync_channel(CHANNEL);
         let lost = Arc::new(AtomicU64::new(0));
         let state = Arc::new(State::default());
@@ -100,6 +109,7 @@ impl Telemetry {
             lost,
             state,
             thumbnails: Thumbnails { gap_us, last_us: None },
+            endpoint: described,
             thread: Some(thread),
             stop,
         })
@@ -115,11 +125,11 @@ impl Telemetry {
         }
     }
 
-    /// One part was decided (`inspect_us`: its preprocessing and inference).
-    pub fn part(&mut self, r: &crate::station::PartResult, inspect_us: Option<u64>) {
+    /// One part was decided.
+    pub fn part(&mut self, r: &crate::station::PartResult) {
         let record = PartRecord {
-            inspection: crate::link::answer::record(r),
-            inspect_us: inspect_us.map(|us| us.min(u64::from(u32::MAX)) as u32),
+            inspection: r.inspection(),
+            inspect_us: r.inspect_us.map(|us| us.min(u64::from(u32::MAX)) as u32),
             thumbnail_png: None,
         };
         match &r.thumbnail {
@@ -132,6 +142,11 @@ impl Telemetry {
         }
     }
 
+    /// What the box runs changed: announce it with new births.
+    pub fn rebirth(&self, birth: Birth) {
+        self.send(Item::Birth(Box::new(birth)));
+    }
+
     /// The totals or alarms changed.
     pub fn status(&self, status: StatusRecord) {
         self.send(Item::Record(RecordBody::Status(status)));
@@ -140,6 +155,16 @@ impl Telemetry {
     /// How the thread is doing.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// How it is doing, as the serial link's status reports it.
+    pub fn link_state(&self) -> kensa_shared::wire::TelemetryState {
+        kensa_shared::wire::TelemetryState {
+            endpoint: self.endpoint.clone(),
+            online: self.state.online.load(Ordering::Relaxed),
+            queued: self.state.backlog.load(Ordering::Relaxed),
+            dropped: self.state.dropped.load(Ordering::Relaxed),
+        }
     }
 }
 

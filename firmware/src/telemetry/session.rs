@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
 use kensa_shared::telemetry::records::{self, DEVICE};
-use kensa_shared::telemetry::{Birth, MessageType, RecordBody, Topic};
+use kensa_shared::telemetry::{Birth, MessageType, PartRecord, RecordBody, Topic};
 use rumqttc::{Client, Connection, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, Transport};
 
 use super::spool::Spool;
@@ -28,8 +28,10 @@ pub const WINDOW: usize = 64;
 const INFLIGHT: u16 = 100;
 /// A record delivered later than this after it was made is flagged historical.
 const HISTORICAL_MS: u64 = 10_000;
-/// Longest wait between connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between connection attempts: a box is back within this (plus up to a
+/// quarter more, at random, so a fleet does not reconnect in lock-step after a broker
+/// restart) of its broker.
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
 /// Where and as whom to connect. `Debug` shows no secret.
 #[derive(Clone)]
@@ -67,8 +69,8 @@ impl std::fmt::Debug for Endpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
     /// The broker address is not `mqtt://host[:port]` or `mqtts://host[:port]`.
-    #[error("telemetry.broker {0:?}: expected mqtt://host[:port] or mqtts://host[:port]")]
-    Broker(String),
+    #[error("telemetry.{0}")]
+    Broker(#[from] kensa_shared::telemetry::broker::BadBrokerUrl),
     /// A group or node id that cannot be a topic element.
     #[error("telemetry: {0}")]
     Id(#[from] kensa_shared::telemetry::topic::BadId),
@@ -103,22 +105,7 @@ impl Endpoint {
     pub fn from_config(c: &crate::config::Telemetry) -> Result<Self, EndpointError> {
         kensa_shared::telemetry::topic::check_id("telemetry.group", &c.group)?;
         kensa_shared::telemetry::topic::check_id("telemetry.node", &c.node)?;
-        let bad = || EndpointError::Broker(c.broker.clone());
-        let (tls, rest) = if let Some(r) = c.broker.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = c.broker.strip_prefix("mqtt://") {
-            (false, r)
-        } else {
-            return Err(bad());
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() || host.contains(['/', '@']) {
-            return Err(bad());
-        }
+        let url: kensa_shared::telemetry::BrokerUrl = c.broker.parse()?;
         let password = match &c.password_file {
             Some(p) => {
                 let text = read_file("password_file", p)?;
@@ -127,10 +114,10 @@ impl Endpoint {
             None => None,
         };
         let credentials = c.username.clone().map(|u| (u, password.unwrap_or_default()));
-        let tls = if tls { Some(Arc::new(tls_config(c)?)) } else { None };
+        let tls = if url.tls { Some(Arc::new(tls_config(c)?)) } else { None };
         Ok(Self {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-            port,
+            host: url.host,
+            port: url.port,
             tls,
             credentials,
             group: c.group.clone(),
@@ -230,6 +217,10 @@ pub(super) struct Worker {
     lost_counted: u64,
     state: Arc<State>,
     bd_seq_path: PathBuf,
+    /// Session number of the current (or last) connection.
+    bd_seq: u64,
+    /// Births to send again (asked for by a host, or the model changed).
+    rebirth: bool,
     /// Sends failing in a row (for the back-off and for not flooding the log).
     failures: u32,
 }
@@ -261,8 +252,24 @@ impl Worker {
         lost: Arc<AtomicU64>,
         state: Arc<State>,
     ) -> Self {
+        // Kept in the spool folder so the NBIRTH after a restart never repeats the last
+        // one's.
         let bd_seq_path = spool.dir().join("bdseq");
-        Self { endpoint, spool, birth, rx, lost, lost_counted: 0, state, bd_seq_path, failures: 0 }
+        let bd_seq =
+            std::fs::read_to_string(&bd_seq_path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        Self {
+            endpoint,
+            spool,
+            birth,
+            rx,
+            lost,
+            lost_counted: 0,
+            state,
+            bd_seq_path,
+            bd_seq,
+            rebirth: false,
+            failures: 0,
+        }
     }
 
     /// Until `stop`: spool, connect, send; then flush the channel and say goodbye.
@@ -281,19 +288,13 @@ impl Worker {
                     // Stopping: the last records (up to 2 s), then a clean goodbye, as
                     // the will would have said.
                     self.take_items();
-                    let until = Instant::now() + Duration::from_secs(2);
-                    while session.connected && self.spool.backlog() > 0 && Instant::now() < until {
-                        if self.send_more(&mut session).is_err() {
-                            break;
-                        }
-                        match session.connection.recv_timeout(Duration::from_millis(100)) {
-                            Ok(Ok(ev)) => self.on_event(&mut session, ev),
-                            Ok(Err(_)) | Err(rumqttc::RecvTimeoutError::Disconnected) => break,
-                            Err(rumqttc::RecvTimeoutError::Timeout) => {}
-                        }
-                        self.save_ack(&mut session);
+                    if session.connected {
+                        self.pump(&mut session, |w, s| {
+                            w.save_ack(s);
+                            w.spool.backlog() > 0 && w.send_more(s).is_ok()
+                        });
                     }
-                    let death = records::death_payload(self.bd_seq()).encode();
+                    let death = records::death_payload(self.bd_seq).encode();
                     let _ = session.client.try_publish(
                         self.endpoint.topic(MessageType::NDeath),
                         QoS::AtLeastOnce,
@@ -301,14 +302,7 @@ impl Worker {
                         death,
                     );
                     let _ = session.client.try_disconnect();
-                    let until = Instant::now() + Duration::from_secs(2);
-                    while Instant::now() < until {
-                        match session.connection.recv_timeout(Duration::from_millis(100)) {
-                            Ok(Ok(ev)) => self.on_event(&mut session, ev),
-                            Ok(Err(_)) | Err(rumqttc::RecvTimeoutError::Disconnected) => break,
-                            Err(rumqttc::RecvTimeoutError::Timeout) => {}
-                        }
-                    }
+                    self.pump(&mut session, |_, _| true);
                     break;
                 }
                 Err(why) => {
@@ -321,7 +315,7 @@ impl Worker {
                             self.spool.backlog()
                         );
                     }
-                    let until = Instant::now() + backoff;
+                    let until = Instant::now() + backoff + jitter(backoff);
                     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                         self.wait_for_items(
                             until.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)),
@@ -334,14 +328,23 @@ impl Worker {
         self.take_items();
     }
 
-    /// Session number of the connection being made; a new one per connection, kept in
-    /// the spool folder so the NBIRTH after a restart never repeats the last one's.
-    fn bd_seq(&self) -> u64 {
-        std::fs::read_to_string(&self.bd_seq_path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+    /// Events of a closing session for up to 2 s, while `go_on` says there is more to do.
+    fn pump(&mut self, s: &mut Session, mut go_on: impl FnMut(&mut Self, &mut Session) -> bool) {
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until && go_on(self, s) {
+            match s.connection.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(ev)) => self.on_event(s, ev),
+                Ok(Err(_)) | Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                Err(rumqttc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        self.save_ack(s);
     }
 
+    /// A new session number per connection, written down before it is used.
     fn connect(&mut self) -> Session {
-        let bd_seq = (self.bd_seq() + 1) % 256;
+        self.bd_seq = (self.bd_seq + 1) % 256;
+        let bd_seq = self.bd_seq;
         if let Err(e) = std::fs::write(&self.bd_seq_path, format!("{bd_seq}\n")) {
             tracing::warn!(
                 "telemetry: cannot keep the session number in {}: {e}",
@@ -366,6 +369,9 @@ impl Worker {
         let mut last_ack_saved = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             self.take_items();
+            if s.connected && self.rebirth {
+                self.send_births(s)?;
+            }
             if s.connected {
                 self.send_more(s)?;
             }
@@ -398,17 +404,12 @@ impl Worker {
     fn born(&mut self, s: &mut Session) -> Result<(), String> {
         s.connected = true;
         self.failures = 0;
-        let now = unix_ms();
-        let bd_seq = self.bd_seq();
-        let node = self.birth.node_payload(bd_seq, now);
-        let device = self.birth.device_payload(1, now);
-        s.seq = 2;
-        for (topic, payload) in [(MessageType::NBirth, node), (MessageType::DBirth, device)] {
-            s.client
-                .try_publish(self.endpoint.topic(topic), QoS::AtMostOnce, false, payload.encode())
-                .map_err(|e| e.to_string())?;
-            s.unsent.push_back(None);
-        }
+        // Host applications ask for births here (Sparkplug's rebirth request).
+        s.client
+            .try_subscribe(self.endpoint.topic(MessageType::NCmd), QoS::AtLeastOnce)
+            .map_err(|e| e.to_string())?;
+        self.send_births(s)?;
+        let bd_seq = self.bd_seq;
         self.state.online.store(true, Ordering::Relaxed);
         tracing::warn!(
             "telemetry: online at {}:{} as {}/{} (session {bd_seq}), {} records queued",
@@ -418,6 +419,22 @@ impl Worker {
             self.endpoint.node,
             self.spool.backlog()
         );
+        Ok(())
+    }
+
+    /// NBIRTH and DBIRTH of this session (`seq` 0 and 1; data goes on from 2).
+    fn send_births(&mut self, s: &mut Session) -> Result<(), String> {
+        self.rebirth = false;
+        let now = unix_ms();
+        let node = self.birth.node_payload(self.bd_seq, now);
+        let device = self.birth.device_payload(1, now);
+        s.seq = 2;
+        for (topic, payload) in [(MessageType::NBirth, node), (MessageType::DBirth, device)] {
+            s.client
+                .try_publish(self.endpoint.topic(topic), QoS::AtMostOnce, false, payload.encode())
+                .map_err(|e| e.to_string())?;
+            s.unsent.push_back(None);
+        }
         Ok(())
     }
 
@@ -459,6 +476,13 @@ impl Worker {
                     s.inflight.insert(number, true);
                 }
             }
+            Event::Incoming(Incoming::Publish(p)) if p.topic == self.endpoint.topic(MessageType::NCmd) => {
+                match kensa_shared::telemetry::Payload::decode(&p.payload) {
+                    Ok(cmd) if records::is_rebirth_request(&cmd) => self.rebirth = true,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("telemetry: unreadable NCMD ignored: {e}"),
+                }
+            }
             _ => {}
         }
     }
@@ -480,24 +504,32 @@ impl Worker {
 
     /// Everything the line handed over, into the spool.
     fn take_items(&mut self) {
-        let mut bodies = Vec::new();
-        while let Ok(item) = self.rx.try_recv() {
-            bodies.push(body_of(item));
-        }
-        self.spool_bodies(bodies);
+        self.take(None);
     }
 
     fn wait_for_items(&mut self, wait: Duration) {
         match self.rx.recv_timeout(wait) {
-            Ok(item) => {
-                let mut bodies = vec![body_of(item)];
-                while let Ok(item) = self.rx.try_recv() {
-                    bodies.push(body_of(item));
-                }
-                self.spool_bodies(bodies);
-            }
+            Ok(item) => self.take(Some(item)),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
         }
+    }
+
+    /// `first` and what else the channel holds: records into the spool, a new birth
+    /// certificate kept and sent again.
+    fn take(&mut self, first: Option<Item>) {
+        let items: Vec<Item> = first.into_iter().chain(self.rx.try_iter()).collect();
+        let mut bodies = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item::Record(body) => bodies.push(body),
+                Item::WithThumbnail(part, image) => bodies.push(with_thumbnail(part, image)),
+                Item::Birth(birth) => {
+                    self.birth = *birth;
+                    self.rebirth = true;
+                }
+            }
+        }
+        self.spool_bodies(bodies);
     }
 
     fn spool_bodies(&mut self, bodies: Vec<RecordBody>) {
@@ -518,16 +550,17 @@ impl Worker {
     }
 }
 
-/// A record body, its thumbnail encoded as PNG.
-fn body_of(item: Item) -> RecordBody {
-    match item {
-        Item::Record(body) => body,
-        Item::WithThumbnail(mut part, image) => {
-            let mut png = Vec::new();
-            let encoded = image::DynamicImage::ImageRgb8(image)
-                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png);
-            part.thumbnail_png = encoded.is_ok().then_some(png);
-            RecordBody::Part(part)
-        }
-    }
+/// A part's record with its thumbnail encoded as PNG.
+fn with_thumbnail(mut part: PartRecord, image: image::RgbImage) -> RecordBody {
+    let mut png = Vec::new();
+    let encoded = image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png);
+    part.thumbnail_png = encoded.is_ok().then_some(png);
+    RecordBody::Part(part)
+}
+
+/// Up to a quarter of `backoff`, at random.
+fn jitter(backoff: Duration) -> Duration {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    backoff.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }

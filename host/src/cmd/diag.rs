@@ -129,6 +129,16 @@ fn status(link: &mut Link) -> Result<()> {
     if s.alarms.iter().any(|a| matches!(a, kensa_shared::wire::Alarm::LineStopped(_))) {
         say!("          check the line, then `kensa diag <port> clear-line-stop`");
     }
+    match &s.telemetry {
+        None => say!("telemetry off"),
+        Some(t) => say!(
+            "telemetry {} to {}  queued {}  dropped {}",
+            if t.online { "online" } else { "OFFLINE (records queue on the box)" },
+            t.endpoint,
+            t.queued,
+            t.dropped
+        ),
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod diag;
 mod eval;
 mod export;
 mod flash;
+mod fleet;
 mod inspect;
 mod keys;
 mod predict;
@@ -61,6 +62,7 @@ pub fn run(command: Command) -> Result<()> {
             export::upgrade(&package, &out, sign.as_deref(), data.as_deref())
         }
         Command::Synth(a) => synth::run(&a),
+        Command::Fleet(a) => fleet::run(&a),
         Command::Version => {
             say!("kensa {}", env!("CARGO_PKG_VERSION"));
             say!("wire protocol {}", kensa_shared::wire::PROTOCOL_VERSION);

@@ -6,10 +6,12 @@
 //! will. Both the box (encoding) and `kensa fleet` (decoding) use this module, so a
 //! metric is named in one place.
 
+pub mod broker;
 pub mod records;
 pub mod sparkplug;
 pub mod topic;
 
+pub use broker::BrokerUrl;
 pub use records::{Birth, Message, PartRecord, Record, RecordBody, StatusRecord};
 pub use sparkplug::{Metric, Payload};
 pub use topic::{MessageType, Topic};

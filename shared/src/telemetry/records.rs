@@ -234,6 +234,21 @@ pub fn death_payload(bd_seq: u64) -> Payload {
     Payload { metrics: vec![Metric::u64(name::BD_SEQ, bd_seq)], ..Payload::default() }
 }
 
+/// NCMD payload asking a box to send its births again: what a fleet view that joined
+/// after the box came online sends, as Sparkplug prescribes.
+pub fn rebirth_request(unix_ms: u64) -> Payload {
+    Payload {
+        timestamp: Some(unix_ms),
+        metrics: vec![Metric::bool(name::REBIRTH, true)],
+        ..Payload::default()
+    }
+}
+
+/// Whether an NCMD payload asks for the births again.
+pub fn is_rebirth_request(p: &Payload) -> bool {
+    p.metric(name::REBIRTH).and_then(Metric::as_bool) == Some(true)
+}
+
 impl Record {
     /// DDATA payload with message sequence `seq`; `historical` when it is delivered late
     /// (from the queue, after an outage), so historians file it at its own time.
@@ -448,5 +463,7 @@ mod tests {
             Some(Message::NodeDeath { bd_seq: Some(5) })
         );
         assert_eq!(decode(MessageType::DData, &Payload::default()), None);
+        assert!(is_rebirth_request(&through_the_wire(&rebirth_request(1))));
+        assert!(!is_rebirth_request(&n), "the NBIRTH declares the tag false");
     }
 }

@@ -19,7 +19,7 @@ use crate::verdict::Verdict;
 /// Version of the message layout in this module. Bump on any change to a serialised type:
 /// `tests/wire_layout.rs` holds the bytes of every message kind per version and fails
 /// until it is bumped.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// Largest `data` in one [`FlashRequest::Chunk`] (fits one frame with its header).
 pub const FLASH_CHUNK: usize = 4096;
@@ -320,6 +320,21 @@ pub struct Status {
     pub run_permit: bool,
     /// What holds the line stopped, oldest first.
     pub alarms: Vec<Alarm>,
+    /// Fleet telemetry, when the box reports to a broker.
+    pub telemetry: Option<TelemetryState>,
+}
+
+/// How a box's fleet telemetry is doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryState {
+    /// Broker and Sparkplug ids, `mqtt://host:port as group/node` (no secret).
+    pub endpoint: String,
+    /// Connected, births sent.
+    pub online: bool,
+    /// Records on disk that the broker has not acknowledged yet.
+    pub queued: u64,
+    /// Records lost so far (queue full, disk write failed).
+    pub dropped: u64,
 }
 
 /// A condition the technician must see. All but [`Alarm::Store`] hold the line stopped
@@ -447,6 +462,12 @@ mod tests {
                         Alarm::LineStopped("part 7 decided 30 ms after its reject slot".into()),
                         Alarm::Store("/var/lib/kensa/samples: No space left on device".into()),
                     ],
+                    telemetry: Some(TelemetryState {
+                        endpoint: "mqtt://broker:1883 as hall-2/line3-box1".into(),
+                        online: false,
+                        queued: 1_234,
+                        dropped: 0,
+                    }),
                 })),
             },
             BoxMessage::Reply {
@@ -784,9 +805,21 @@ mod tests {
             let reply = prop_oneof![
                 any::<u16>().prop_map(|protocol| Reply::Hello { protocol }),
                 info.prop_map(|i| Reply::Info(Box::new(i))),
-                (counters, any::<bool>(), proptest::collection::vec(alarm(), 0..4)).prop_map(
-                    |(counters, run_permit, alarms)| Reply::Status(Status { counters, run_permit, alarms })
-                ),
+                (
+                    counters,
+                    any::<bool>(),
+                    proptest::collection::vec(alarm(), 0..4),
+                    proptest::option::of((".{0,40}", any::<bool>(), any::<u64>(), any::<u64>())),
+                )
+                    .prop_map(|(counters, run_permit, alarms, t)| {
+                        let telemetry = t.map(|(endpoint, online, queued, dropped)| TelemetryState {
+                            endpoint,
+                            online,
+                            queued,
+                            dropped,
+                        });
+                        Reply::Status(Status { counters, run_permit, alarms, telemetry })
+                    }),
                 Just(Reply::Done),
                 proptest::option::of(thumbnail()).prop_map(Reply::LastNg),
                 any::<u64>().prop_map(Reply::FlashOffset),

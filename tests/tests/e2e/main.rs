@@ -9,4 +9,5 @@ mod firmware;
 mod hil;
 mod layering;
 mod synth;
+mod telemetry;
 mod update;
