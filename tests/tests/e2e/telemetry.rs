@@ -234,6 +234,13 @@ fn five_boxes_report_every_part_through_broker_outages_and_a_box_kill() {
     let status = diag(&serial, &["status"]);
     let endpoint = format!("{} as {GROUP}/box-c", broker.url());
     assert!(status.contains(&format!("telemetry online to {endpoint}")), "{status}");
+    // A threshold saved over the link changes what the box announces: a new DBIRTH.
+    diag(&serial, &["set", "--threshold", "20.5"]);
+    let reborn = |m: &[Value]| {
+        m.iter()
+            .any(|m| m["type"] == "DBIRTH" && m["node"] == "box-c" && m["metrics"]["Model/Threshold"] == 20.5)
+    };
+    assert!(listener.wait_for(5, reborn), "no DBIRTH with the threshold set over the link");
     broker.kill();
     std::thread::sleep(Duration::from_secs(20));
     let status = diag(&serial, &["status"]);
