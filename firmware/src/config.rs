@@ -142,6 +142,9 @@ pub enum Camera {
         /// Seed of the part sequence.
         #[serde(default)]
         seed: u64,
+        /// Lighting change per 1 000 parts (0.05: 5 % brighter), to try the drift alarm.
+        #[serde(default)]
+        lighting_drift: f64,
     },
 }
 

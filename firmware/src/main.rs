@@ -57,6 +57,10 @@ struct Args {
     /// Simulation: seed of the part sequence.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Simulation: the lighting changes by this share per 1 000 parts (0.05: 5 %
+    /// brighter), to see the drift alarm.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    lighting_drift: f64,
     /// Print the final summary as JSON.
     #[arg(long)]
     json: bool,
@@ -458,12 +462,15 @@ fn frame_source(
     clock: MonotonicClock,
 ) -> Result<Box<dyn FrameSource + Send>> {
     let source: Box<dyn FrameSource + Send> = match &cfg.camera {
-        Camera::Synthetic { rate_hz, defect_rate, size, seed } => Box::new(SyntheticConveyor::new(
-            SynthSpec::square(Surface::BrushedMetal, *size),
-            *rate_hz,
-            *defect_rate,
-            *seed,
-        )),
+        Camera::Synthetic { rate_hz, defect_rate, size, seed, lighting_drift } => Box::new(
+            SyntheticConveyor::new(
+                SynthSpec::square(Surface::BrushedMetal, *size),
+                *rate_hz,
+                *defect_rate,
+                *seed,
+            )
+            .with_lighting_drift(*lighting_drift),
+        ),
         Camera::Dir { path, rate_hz, looped, roi } => Box::new(Roi::new(
             DirSource::new(path, *rate_hz, *looped)
                 .with_context(|| format!("camera folder {}", path.display()))?,
@@ -688,6 +695,7 @@ fn sim_config(args: &Args) -> Config {
             defect_rate: args.defect_rate,
             size: 256,
             seed: args.seed,
+            lighting_drift: args.lighting_drift,
         },
         model: kensa_fw::config::Model { path: "built-in".into(), trusted_keys: Vec::new(), store: None },
         trigger: Default::default(),

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod decode;
+pub mod drift;
 pub mod package;
 pub mod preprocess;
 #[cfg(feature = "runtime")]

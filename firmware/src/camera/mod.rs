@@ -136,6 +136,8 @@ pub struct SyntheticConveyor {
     seed: u64,
     seq: u64,
     interval_us: u64,
+    /// Lighting change per 1 000 parts (0.05: 5 % brighter; negative: darker).
+    lighting_drift: f64,
 }
 
 impl SyntheticConveyor {
@@ -148,7 +150,19 @@ impl SyntheticConveyor {
             seed,
             seq: 0,
             interval_us: interval(rate_hz),
+            lighting_drift: 0.0,
         }
+    }
+
+    /// The lamp ages: every 1 000 parts the scene gets `per_1000` brighter (a share of
+    /// its brightness; negative: darker), the slow change a drift alarm is for.
+    pub fn with_lighting_drift(self, per_1000: f64) -> Self {
+        Self { lighting_drift: per_1000, ..self }
+    }
+
+    /// The lighting gain on part `seq`.
+    fn gain(&self, seq: u64) -> f64 {
+        (1.0 + self.lighting_drift * seq as f64 / 1_000.0).max(0.0)
     }
 }
 
@@ -163,12 +177,18 @@ impl FrameSource for SyntheticConveyor {
         let defective = self.next_truth();
         // Seeds far from `kensa synth`'s training seeds, so the line shows unseen parts.
         let part_seed = self.seed.wrapping_mul(1_000_003).wrapping_add(0x5EED_0000 + self.seq);
-        let sample = generate(&self.spec, part_seed, defective);
+        let mut image = generate(&self.spec, part_seed, defective).image;
         let seq = self.seq;
         self.seq += 1;
+        let gain = self.gain(seq);
+        if gain != 1.0 {
+            for p in image.pixels_mut() {
+                p.0[0] = (f64::from(p.0[0]) * gain).round().clamp(0.0, 255.0) as u8;
+            }
+        }
         Ok(Frame {
             seq,
-            image: DynamicImage::ImageLuma8(sample.image),
+            image: DynamicImage::ImageLuma8(image),
             truth: Some(defective),
             origin: format!("synthetic part {seq}"),
             dropped_before: 0,
@@ -187,8 +207,13 @@ impl FrameSource for SyntheticConveyor {
     }
 
     fn describe(&self) -> String {
+        let drift = if self.lighting_drift == 0.0 {
+            String::new()
+        } else {
+            format!(", lighting {:+.1} % per 1000 parts", 100.0 * self.lighting_drift)
+        };
         format!(
-            "synthetic conveyor ({}, {}x{}, {:.0} % defective)",
+            "synthetic conveyor ({}, {}x{}, {:.0} % defective{drift})",
             self.spec.surface.name(),
             self.spec.width,
             self.spec.height,
@@ -486,6 +511,25 @@ mod tests {
         after_skip.skip();
         assert_eq!(after_skip.next_frame().unwrap().image.as_bytes(), a[1].image.as_bytes());
         assert_eq!(SyntheticConveyor::new(spec, 4.0, 0.0, 0).interval_us(), Some(250_000));
+    }
+
+    #[test]
+    fn lighting_drift_brightens_the_same_parts_slowly() {
+        let spec = SynthSpec::square(Surface::Fabric, 64);
+        let mean = |f: &Frame| f.image.as_bytes().iter().map(|&v| f64::from(v)).sum::<f64>() / 4096.0;
+        let mut plain = SyntheticConveyor::new(spec, 10.0, 0.0, 3);
+        let mut aging = SyntheticConveyor::new(spec, 10.0, 0.0, 3).with_lighting_drift(0.05);
+        let first = (plain.next_frame().unwrap(), aging.next_frame().unwrap());
+        assert_eq!(first.0.image.as_bytes(), first.1.image.as_bytes(), "no change on part 0");
+        // Part 2 000: the same part, 10 % brighter.
+        for _ in 1..2_000 {
+            plain.skip();
+            aging.skip();
+        }
+        let (p, a) = (plain.next_frame().unwrap(), aging.next_frame().unwrap());
+        let ratio = mean(&a) / mean(&p);
+        assert!((1.08..=1.101).contains(&ratio), "brightness ratio {ratio}");
+        assert!(aging.describe().contains("lighting +5.0 % per 1000 parts"), "{}", aging.describe());
     }
 
     #[test]
