@@ -88,11 +88,12 @@ impl Telemetry {
         thumbnails_per_minute: u32,
     ) -> Result<Self, spool::SpoolError> {
         let spool = spool::Spool::open(spool_dir, max_bytes)?;
-        let scheme = if endpoint.tls.is_some() { "mqtts" } else { "mqtt" };
-        let host =
-            if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() };
-        let described =
-            format!("{scheme}://{host}:{} as {}/{}", endpoint.port, endpoint.group, endpoint.node);
+        let url = kensa_shared::telemetry::BrokerUrl {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            tls: endpoint.tls.is_some(),
+        };
+        let described = format!("{url} as {}/{}", endpoint.group, endpoint.node);
         let (tx, rx) = mpsc::sync_channel(CHANNEL);
         let lost = Arc::new(AtomicU64::new(0));
         let state = Arc::new(State::default());

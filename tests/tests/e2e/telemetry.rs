@@ -125,20 +125,21 @@ fn part_records(records: &BTreeMap<u64, Value>) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn births(messages: &[Value], node: &str) -> Vec<u64> {
+/// The `bdSeq` of every message of `kind` (`NBIRTH`, `NDEATH`) from `node`.
+fn sessions(messages: &[Value], node: &str, kind: &str) -> Vec<u64> {
     messages
         .iter()
-        .filter(|m| m["type"] == "NBIRTH" && m["node"] == node)
+        .filter(|m| m["type"] == kind && m["node"] == node)
         .map(|m| m["metrics"]["bdSeq"].as_u64().unwrap())
         .collect()
 }
 
+fn births(messages: &[Value], node: &str) -> Vec<u64> {
+    sessions(messages, node, "NBIRTH")
+}
+
 fn deaths(messages: &[Value], node: &str) -> Vec<u64> {
-    messages
-        .iter()
-        .filter(|m| m["type"] == "NDEATH" && m["node"] == node)
-        .map(|m| m["metrics"]["bdSeq"].as_u64().unwrap())
-        .collect()
+    sessions(messages, node, "NDEATH")
 }
 
 /// What `kensa fleet --json` showed while the boxes ran: every box with its model
